@@ -7,60 +7,13 @@
 //	}
 package serve
 
-import (
-	"fmt"
-
-	"github.com/gokbs/kbs/sdk"
-	"github.com/gokbs/kbs/sdk/resource"
-	"github.com/gokbs/kbs/sdk/token"
-	"github.com/gokbs/kbs/sdk/verifier"
-)
+import "github.com/gokbs/kbs/sdk/internal/servecore"
 
 // Options describe one plugin. Set exactly one of Verifier, Resource and
 // TokenIssuer. If that implementation also implements sdk.Configurer, the
 // host's settings for the plugin reach it through Configure.
-type Options struct {
-	Name    string
-	Version string
-	// TEETypes lists the TEE names a verifier handles ("snp", "az-snp-vtpm").
-	TEETypes []string
-	// Capabilities are free-form feature flags shown in the host's plugin
-	// list (for example "write" for a resource backend that accepts Put).
-	Capabilities []string
-
-	Verifier    verifier.Verifier
-	Resource    resource.Backend
-	TokenIssuer token.Issuer
-}
-
-// Kind returns the plugin kind that opts describe.
-func (o *Options) Kind() string {
-	switch {
-	case o.Verifier != nil:
-		return sdk.KindVerifier
-	case o.Resource != nil:
-		return sdk.KindResource
-	case o.TokenIssuer != nil:
-		return sdk.KindToken
-	}
-	return ""
-}
-
-// Validate checks that opts describe exactly one plugin.
-func (o *Options) Validate() error {
-	n := 0
-	for _, set := range []bool{o.Verifier != nil, o.Resource != nil, o.TokenIssuer != nil} {
-		if set {
-			n++
-		}
-	}
-	switch {
-	case o.Name == "":
-		return fmt.Errorf("serve: Options.Name is empty")
-	case n != 1:
-		return fmt.Errorf("serve: plugin %q must set exactly one of Verifier, Resource, TokenIssuer (has %d)", o.Name, n)
-	case o.Verifier != nil && len(o.TEETypes) == 0:
-		return fmt.Errorf("serve: verifier %q declares no TEETypes", o.Name)
-	}
-	return nil
-}
+//
+// Fields: Name, Version, TEETypes (the TEE names a verifier handles),
+// Capabilities (free-form feature flags shown in the host's plugin list),
+// Verifier, Resource, TokenIssuer.
+type Options = servecore.Options
