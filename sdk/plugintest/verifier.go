@@ -57,13 +57,13 @@ func VerifierConformance(t *testing.T, opts serve.Options, config []byte, cases 
 	}
 	tee := c.Metadata().TEETypes[0]
 	garbage := map[string]string{
-		"empty object":    `{}`,
-		"array":           `[1,2,3]`,
-		"string":          `"evidence"`,
-		"null":            `null`,
-		"wrong types":     `{"quote":12,"report_data":[],"attestation_report":"x","token":false}`,
-		"deeply nested":   `[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[{}]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]`,
-		"long strings":    `{"quote":"` + strings.Repeat("A", 1<<20) + `","report_data":"` + strings.Repeat("/", 1<<10) + `"}`,
+		"empty object":  `{}`,
+		"array":         `[1,2,3]`,
+		"string":        `"evidence"`,
+		"null":          `null`,
+		"wrong types":   `{"quote":12,"report_data":[],"attestation_report":"x","token":false}`,
+		"deeply nested": `[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[{}]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]`,
+		"long strings":  `{"quote":"` + strings.Repeat("A", 1<<20) + `","report_data":"` + strings.Repeat("/", 1<<10) + `"}`,
 	}
 	for name, ev := range garbage {
 		t.Run("garbage/"+name, func(t *testing.T) {
