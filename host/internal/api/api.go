@@ -1,0 +1,287 @@
+// Package api is the broker's HTTP surface: routes, request limits, cookies
+// and the KBS error JSON. It parses and writes; internal/protocol decides.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/labstack/echo/v4"
+
+	"github.com/gokbs/kbs/host/internal/kbserr"
+	"github.com/gokbs/kbs/host/internal/protocol"
+)
+
+// ErrorTypePrefix starts the "type" of every error body, as trustee's does.
+const ErrorTypePrefix = "https://github.com/confidential-containers/kbs/errors/"
+
+// CookieName is the session cookie of the protocol.
+const CookieName = "kbs-session-id"
+
+// Readiness reports whether the broker can serve (plugins and stores up).
+type Readiness func() error
+
+// AdminAuthorizer authorises an admin request, or returns a *kbserr.Error.
+type AdminAuthorizer func(r *http.Request) error
+
+// Server holds what the handlers need.
+type Server struct {
+	Protocol *protocol.Service
+	Ready    Readiness
+	Admin    AdminAuthorizer
+	// MaxBody is the request body limit in bytes.
+	MaxBody int64
+	Log     hclog.Logger
+	// Extra registers further routes (admin endpoints of later features).
+	Extra func(e *echo.Echo)
+}
+
+// Handler returns the HTTP handler.
+func (s *Server) Handler() http.Handler {
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = s.errorHandler
+
+	e.GET("/healthz", func(c echo.Context) error { return c.NoContent(http.StatusOK) })
+	e.GET("/readyz", s.readyz)
+
+	g := e.Group("/kbs/v0")
+	g.POST("/auth", s.auth)
+	g.POST("/attest", s.attest)
+	g.GET("/resource/*", s.getResource)
+	g.POST("/resource/*", s.putResource)
+	g.PUT("/resource/*", s.putResource)
+	g.DELETE("/resource/*", s.deleteResource)
+	if s.Extra != nil {
+		s.Extra(e)
+	}
+	g.Any("/*", func(c echo.Context) error {
+		seg := strings.SplitN(strings.TrimPrefix(c.Request().URL.Path, "/kbs/v0/"), "/", 2)[0]
+		return kbserr.New(kbserr.NotFound, kbserr.PluginNotFound, "no endpoint or plugin %q under /kbs/v0", seg)
+	})
+	return e
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	if s.Ready != nil {
+		if err := s.Ready(); err != nil {
+			return kbserr.New(kbserr.Unavailable, kbserr.PluginUnavailable, "not ready: %v", err)
+		}
+	}
+	return c.NoContent(http.StatusOK)
+}
+
+// readBody reads the request body up to MaxBody. A larger body is a 413
+// with the KBS error JSON, not the framework's plain-text answer.
+func (s *Server) readBody(c echo.Context) ([]byte, error) {
+	r := c.Request()
+	if r.ContentLength > s.MaxBody {
+		return nil, tooLarge(s.MaxBody)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, s.MaxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge(s.MaxBody)
+		}
+		return nil, kbserr.New(kbserr.Malformed, kbserr.SerdeError, "reading the request body: %v", err)
+	}
+	return body, nil
+}
+
+func tooLarge(limit int64) error {
+	return kbserr.New(kbserr.TooLarge, kbserr.PayloadTooLarge,
+		"request body larger than the limit of %d bytes (http_server.payload_request_size)", limit)
+}
+
+func (s *Server) auth(c echo.Context) error {
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	ch, sess, err := s.Protocol.Auth(c.Request().Context(), body)
+	if err != nil {
+		return err
+	}
+	setSessionCookie(c, sess.ID, sess.ExpiresAt)
+	return c.JSON(http.StatusOK, ch)
+}
+
+func (s *Server) attest(c echo.Context) error {
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	id := sessionID(c)
+	tok, err := s.Protocol.Attest(c.Request().Context(), id, body)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, protocol.AttestationResponse{Token: tok})
+}
+
+func (s *Server) resourcePath(c echo.Context) (string, error) {
+	escaped := c.Request().URL.EscapedPath()
+	const prefix = "/kbs/v0/resource/"
+	if !strings.HasPrefix(escaped, prefix) {
+		return "", kbserr.New(kbserr.Malformed, kbserr.InvalidRequestPath, "invalid resource path")
+	}
+	return strings.TrimPrefix(escaped, prefix), nil
+}
+
+func (s *Server) getResource(c echo.Context) error {
+	raw, err := s.resourcePath(c)
+	if err != nil {
+		return err
+	}
+	p, err := protocol.ParseResourcePath(raw)
+	if err != nil {
+		return err
+	}
+	query := map[string]string{}
+	for k, v := range c.QueryParams() {
+		if len(v) > 0 {
+			query[k] = v[0]
+		}
+	}
+	resp, err := s.Protocol.GetResource(c.Request().Context(), credentials(c), p, query)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, resp)
+}
+
+func (s *Server) putResource(c echo.Context) error {
+	if err := s.authorizeAdmin(c); err != nil {
+		return err
+	}
+	raw, err := s.resourcePath(c)
+	if err != nil {
+		return err
+	}
+	p, err := protocol.ParseResourcePath(raw)
+	if err != nil {
+		return err
+	}
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	if err := s.Protocol.PutResource(c.Request().Context(), p, body); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusOK)
+}
+
+func (s *Server) deleteResource(c echo.Context) error {
+	if err := s.authorizeAdmin(c); err != nil {
+		return err
+	}
+	raw, err := s.resourcePath(c)
+	if err != nil {
+		return err
+	}
+	p, err := protocol.ParseResourcePath(raw)
+	if err != nil {
+		return err
+	}
+	if err := s.Protocol.DeleteResource(c.Request().Context(), p); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusOK)
+}
+
+func (s *Server) authorizeAdmin(c echo.Context) error {
+	if s.Admin == nil {
+		return kbserr.New(kbserr.Unauthenticated, kbserr.AdminAuthAccess, "admin API is disabled")
+	}
+	return s.Admin(c.Request())
+}
+
+func credentials(c echo.Context) protocol.Credentials {
+	cred := protocol.Credentials{SessionID: sessionID(c)}
+	if h := c.Request().Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		cred.Bearer = strings.TrimSpace(h[7:])
+	}
+	return cred
+}
+
+func sessionID(c echo.Context) string {
+	ck, err := c.Cookie(CookieName)
+	if err != nil {
+		return ""
+	}
+	return ck.Value
+}
+
+// setSessionCookie sets the cookie as trustee does (Expires) plus a Path
+// the guest's cookie jar already defaults to, and HttpOnly. Not Secure:
+// the broker may run plain HTTP behind a TLS-terminating proxy.
+func setSessionCookie(c echo.Context, id string, expires time.Time) {
+	c.SetCookie(&http.Cookie{Name: CookieName, Value: id, Path: "/kbs/v0", Expires: expires, HttpOnly: true})
+}
+
+// errorBody is the KBS error JSON.
+type errorBody struct {
+	Type   string `json:"type"`
+	Detail string `json:"detail"`
+}
+
+var kindStatus = map[kbserr.Kind]int{
+	kbserr.Internal:         http.StatusInternalServerError,
+	kbserr.Malformed:        http.StatusBadRequest,
+	kbserr.Unauthenticated:  http.StatusUnauthorized,
+	kbserr.Forbidden:        http.StatusForbidden,
+	kbserr.NotFound:         http.StatusNotFound,
+	kbserr.TooLarge:         http.StatusRequestEntityTooLarge,
+	kbserr.Unavailable:      http.StatusServiceUnavailable,
+	kbserr.MethodNotAllowed: http.StatusMethodNotAllowed,
+}
+
+// errorHandler writes every error, ours or the framework's, as KBS error
+// JSON with an honest status.
+func (s *Server) errorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	var ke *kbserr.Error
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &ke):
+	case errors.As(err, &he):
+		ke = fromHTTPError(he)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		ke = &kbserr.Error{Kind: kbserr.Unavailable, Variant: kbserr.PluginUnavailable, Detail: "request timed out"}
+	default:
+		ke = &kbserr.Error{Kind: kbserr.Internal, Variant: kbserr.InternalError, Detail: "internal error"}
+	}
+	status := kindStatus[ke.Kind]
+	if status >= 500 && s.Log != nil {
+		s.Log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "status", status, "error", err)
+	}
+	body, _ := json.Marshal(errorBody{Type: ErrorTypePrefix + ke.Variant, Detail: ke.Detail})
+	_ = c.JSONBlob(status, body)
+}
+
+func fromHTTPError(he *echo.HTTPError) *kbserr.Error {
+	msg, _ := he.Message.(string)
+	switch he.Code {
+	case http.StatusNotFound:
+		return &kbserr.Error{Kind: kbserr.NotFound, Variant: kbserr.InvalidRequestPath, Detail: "no such endpoint"}
+	case http.StatusMethodNotAllowed:
+		return &kbserr.Error{Kind: kbserr.MethodNotAllowed, Variant: kbserr.MethodNotAllowedError, Detail: "method not allowed"}
+	case http.StatusRequestEntityTooLarge:
+		return &kbserr.Error{Kind: kbserr.TooLarge, Variant: kbserr.PayloadTooLarge, Detail: "request too large"}
+	}
+	if he.Code >= 400 && he.Code < 500 {
+		return &kbserr.Error{Kind: kbserr.Malformed, Variant: kbserr.SerdeError, Detail: msg}
+	}
+	return &kbserr.Error{Kind: kbserr.Internal, Variant: kbserr.InternalError, Detail: "internal error"}
+}

@@ -1,0 +1,264 @@
+// Package config loads the kbs-host configuration: a TOML (or YAML) file
+// plus environment overrides, decoded strictly so that a misspelt key is an
+// error naming it rather than a setting silently ignored.
+//
+// Names follow trustee's where the meaning is the same ([http_server],
+// [attestation_token]), so that a trustee user recognises them.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/knadh/koanf/parsers/toml/v2"
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/v2"
+)
+
+// EnvPrefix starts every environment override. Nesting uses a double
+// underscore, because keys contain single ones:
+// KBS_HTTP_SERVER__INSECURE_HTTP=true sets http_server.insecure_http.
+const EnvPrefix = "KBS_"
+
+// Config is the whole host configuration.
+type Config struct {
+	HTTPServer       HTTPServer       `koanf:"http_server"`
+	Session          Session          `koanf:"session"`
+	AttestationToken AttestationToken `koanf:"attestation_token"`
+	Plugins          Plugins          `koanf:"plugins"`
+	Admin            Admin            `koanf:"admin"`
+	Policy           Policy           `koanf:"policy"`
+	Storage          Storage          `koanf:"storage"`
+	Log              Log              `koanf:"log"`
+}
+
+// HTTPServer is the listener.
+type HTTPServer struct {
+	// Sockets are the addresses to listen on.
+	Sockets []string `koanf:"sockets"`
+	// InsecureHTTP serves plain HTTP. Without it, PrivateKey and
+	// Certificate are required.
+	InsecureHTTP bool   `koanf:"insecure_http"`
+	PrivateKey   string `koanf:"private_key"`
+	Certificate  string `koanf:"certificate"`
+	// PayloadRequestSize is the largest request body, in MiB. trustee's
+	// default of 2 was too small for TDX evidence with a full event log.
+	PayloadRequestSize int `koanf:"payload_request_size"`
+	// ReadHeaderTimeout and ReadTimeout bound slow clients.
+	ReadHeaderTimeout time.Duration `koanf:"read_header_timeout"`
+	ReadTimeout       time.Duration `koanf:"read_timeout"`
+	WriteTimeout      time.Duration `koanf:"write_timeout"`
+	// MaxHeaderBytes bounds the request head; large enough for a verbose
+	// EAR token in an Authorization header (trustee issue #1563).
+	MaxHeaderBytes int `koanf:"max_header_bytes"`
+}
+
+// Session governs the RCAR handshake sessions.
+type Session struct {
+	// Timeout is how long a session (and its cookie) lives from auth.
+	Timeout time.Duration `koanf:"timeout"`
+	// MaxSessions bounds the sessions held at once; auth beyond it is
+	// refused with 503 until old ones expire.
+	MaxSessions int `koanf:"max_sessions"`
+}
+
+// AttestationToken says which token issuers are trusted (trustee's
+// [attestation_token]). The broker always trusts its own token plugin.
+type AttestationToken struct {
+	TrustedCertsPaths []string `koanf:"trusted_certs_paths"`
+	TrustedJWKSets    []string `koanf:"trusted_jwk_sets"`
+	ExtraTEEKeyPaths  []string `koanf:"extra_teekey_paths"`
+	// InsecureHeaderJWK trusts whatever key a token's header carries.
+	// Development only.
+	InsecureHeaderJWK bool          `koanf:"insecure_header_jwk"`
+	Leeway            time.Duration `koanf:"leeway"`
+}
+
+// Plugins lists the plugins to run and their settings.
+type Plugins struct {
+	// Dir holds the kbs-plugin-* binaries and manifest.sha256.
+	Dir          string        `koanf:"dir"`
+	StartTimeout time.Duration `koanf:"start_timeout"`
+	CallTimeout  time.Duration `koanf:"call_timeout"`
+	Verifier     []PluginSpec  `koanf:"verifier"`
+	Resource     []PluginSpec  `koanf:"resource"`
+	Token        *PluginSpec   `koanf:"token"`
+}
+
+// PluginSpec is one plugin instance.
+type PluginSpec struct {
+	// Name selects the binary kbs-plugin-<kind>-<name>.
+	Name string `koanf:"name"`
+	// Routes (resource backends only) are the repo or repo/type prefixes
+	// that this backend serves; "*" or none makes it the default.
+	Routes []string `koanf:"routes"`
+	// Config is the plugin's own settings, handed to it as JSON.
+	Config map[string]any `koanf:"config"`
+}
+
+// Admin configures admin API authentication. Mode is one of
+// "DenyAll" (default), "InsecureAllowAll" (development only).
+type Admin struct {
+	Mode string `koanf:"mode"`
+}
+
+// Policy holds the initial resource policy.
+type Policy struct {
+	// ResourcePolicyFile, if set, is loaded as the resource policy at
+	// start when none is stored yet.
+	ResourcePolicyFile string `koanf:"resource_policy_file"`
+}
+
+// Storage is where durable state (policies, reference values) lives.
+type Storage struct {
+	// Dir holds the embedded store. Default: a kbs directory beside the
+	// plugin directory is NOT assumed; it must be set outside dev mode.
+	Dir string `koanf:"dir"`
+}
+
+// Log configures the host's logging.
+type Log struct {
+	Level string `koanf:"level"`
+	JSON  bool   `koanf:"json"`
+}
+
+// Default returns the settings used for every key the file leaves out.
+func Default() Config {
+	return Config{
+		HTTPServer: HTTPServer{
+			Sockets:            []string{"127.0.0.1:8080"},
+			PayloadRequestSize: 16,
+			ReadHeaderTimeout:  10 * time.Second,
+			ReadTimeout:        60 * time.Second,
+			WriteTimeout:       60 * time.Second,
+			MaxHeaderBytes:     1 << 20,
+		},
+		Session:          Session{Timeout: 5 * time.Minute, MaxSessions: 100000},
+		AttestationToken: AttestationToken{Leeway: 60 * time.Second},
+		Plugins:          Plugins{StartTimeout: 10 * time.Second, CallTimeout: 30 * time.Second},
+		Admin:            Admin{Mode: "DenyAll"},
+		Log:              Log{Level: "info"},
+	}
+}
+
+// Load reads path (TOML, or YAML by extension) over the defaults, then the
+// KBS_* environment, and validates the result. path may be "" for defaults
+// and environment only.
+func Load(path string, environ []string) (*Config, error) {
+	k := koanf.New(".")
+	if path != "" {
+		var parser koanf.Parser = toml.Parser()
+		switch strings.ToLower(filepath.Ext(path)) {
+		case ".yaml", ".yml":
+			parser = yaml.Parser()
+		}
+		if err := k.Load(file.Provider(path), parser); err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := k.Load(env.Provider(".", env.Opt{
+		Prefix:        EnvPrefix,
+		EnvironFunc:   func() []string { return environ },
+		TransformFunc: envKey,
+	}), nil); err != nil {
+		return nil, fmt.Errorf("config environment: %w", err)
+	}
+	cfg := Default()
+	if err := decode(k, &cfg); err != nil {
+		if path != "" {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// envKey maps KBS_HTTP_SERVER__INSECURE_HTTP to http_server.insecure_http.
+// A comma-separated value sets a list.
+func envKey(k, v string) (string, any) {
+	key := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(k, EnvPrefix), "__", "."))
+	if strings.Contains(v, ",") {
+		return key, strings.Split(v, ",")
+	}
+	return key, v
+}
+
+func decode(k *koanf.Koanf, cfg *Config) error {
+	return k.UnmarshalWithConf("", cfg, koanf.UnmarshalConf{
+		Tag: "koanf",
+		DecoderConfig: &mapstructure.DecoderConfig{
+			DecodeHook: mapstructure.ComposeDecodeHookFunc(
+				mapstructure.StringToTimeDurationHookFunc(),
+				mapstructure.StringToSliceHookFunc(","),
+			),
+			// ErrorUnused makes an unknown key an error that names it.
+			ErrorUnused:      true,
+			WeaklyTypedInput: true,
+			Result:           cfg,
+			TagName:          "koanf",
+		},
+	})
+}
+
+// Validate checks the settings that would otherwise fail late.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.HTTPServer.Sockets) == 0 {
+		errs = append(errs, errors.New("http_server.sockets: at least one address is required"))
+	}
+	for _, s := range c.HTTPServer.Sockets {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			errs = append(errs, fmt.Errorf("http_server.sockets: %q: %w", s, err))
+		}
+	}
+	if !c.HTTPServer.InsecureHTTP && (c.HTTPServer.PrivateKey == "" || c.HTTPServer.Certificate == "") {
+		errs = append(errs, errors.New("http_server: set private_key and certificate, or insecure_http = true"))
+	}
+	if c.HTTPServer.PayloadRequestSize <= 0 {
+		errs = append(errs, errors.New("http_server.payload_request_size must be a positive number of MiB"))
+	}
+	if c.Session.Timeout <= 0 {
+		errs = append(errs, errors.New("session.timeout must be positive"))
+	}
+	if c.Session.MaxSessions <= 0 {
+		errs = append(errs, errors.New("session.max_sessions must be positive"))
+	}
+	if c.Plugins.Dir == "" {
+		errs = append(errs, errors.New("plugins.dir is required"))
+	}
+	for kind, specs := range map[string][]PluginSpec{"verifier": c.Plugins.Verifier, "resource": c.Plugins.Resource} {
+		for i, s := range specs {
+			if s.Name == "" {
+				errs = append(errs, fmt.Errorf("plugins.%s[%d].name is required", kind, i))
+			}
+			if kind == "verifier" && len(s.Routes) > 0 {
+				errs = append(errs, fmt.Errorf("plugins.verifier[%d] (%s): routes apply to resource backends only", i, s.Name))
+			}
+		}
+	}
+	if c.Plugins.Token != nil && c.Plugins.Token.Name == "" {
+		errs = append(errs, errors.New("plugins.token.name is required"))
+	}
+	switch c.Admin.Mode {
+	case "DenyAll", "InsecureAllowAll":
+	default:
+		errs = append(errs, fmt.Errorf("admin.mode %q: want DenyAll or InsecureAllowAll", c.Admin.Mode))
+	}
+	if c.Storage.Dir != "" {
+		if fi, err := os.Stat(c.Storage.Dir); err == nil && !fi.IsDir() {
+			errs = append(errs, fmt.Errorf("storage.dir %s is not a directory", c.Storage.Dir))
+		}
+	}
+	return errors.Join(errs...)
+}

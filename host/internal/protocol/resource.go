@@ -1,0 +1,171 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/gokbs/kbs/host/internal/jwe"
+	"github.com/gokbs/kbs/host/internal/kbserr"
+	"github.com/gokbs/kbs/host/internal/session"
+	"github.com/gokbs/kbs/host/internal/tokenverify"
+	"github.com/gokbs/kbs/sdk"
+	"github.com/gokbs/kbs/sdk/resource"
+)
+
+// Credentials are what a resource request presents: a session cookie, a
+// Bearer token, or both (the cookie wins when its session is attested, as
+// in trustee).
+type Credentials struct {
+	SessionID string
+	Bearer    string
+}
+
+// ParseResourcePath checks the escaped path after /kbs/v0/resource/. It
+// works on the escaped form on purpose: a valid segment never needs
+// percent-encoding, so any '%' (an encoded dot, slash or NUL) is refused
+// before anything is decoded.
+func ParseResourcePath(escaped string) (resource.Path, error) {
+	if strings.Contains(escaped, "%") {
+		return resource.Path{}, kbserr.New(kbserr.Malformed, kbserr.InvalidRequestPath,
+			"invalid resource path: percent-encoded characters are not allowed")
+	}
+	p, err := resource.ParsePath(escaped)
+	if err != nil {
+		return resource.Path{}, kbserr.New(kbserr.Malformed, kbserr.InvalidRequestPath, "invalid resource path: %v", err)
+	}
+	return p, nil
+}
+
+// token returns the attestation token a request presents.
+func (s *Service) token(ctx context.Context, cred Credentials) (string, error) {
+	if cred.SessionID != "" && session.ValidID(cred.SessionID) {
+		sess, err := s.Sessions.Get(ctx, cred.SessionID)
+		switch {
+		case err == nil && sess.State == session.Attested:
+			return sess.Token, nil
+		case err != nil && !errors.Is(err, session.ErrNotFound):
+			return "", kbserr.New(kbserr.Unavailable, kbserr.TokenNotFound, "session store: %w", err)
+		}
+	}
+	if cred.Bearer != "" {
+		return cred.Bearer, nil
+	}
+	return "", kbserr.New(kbserr.Unauthenticated, kbserr.TokenNotFound,
+		"no attestation token: attest first (session cookie) or send Authorization: Bearer <token>")
+}
+
+// Claims verifies the presented token and returns its claims.
+func (s *Service) Claims(ctx context.Context, cred Credentials) (map[string]any, error) {
+	tok, err := s.token(ctx, cred)
+	if err != nil {
+		return nil, err
+	}
+	claims, err := s.Tokens.Verify(ctx, tok)
+	if err != nil {
+		return nil, tokenError(err)
+	}
+	return claims, nil
+}
+
+// GetResource releases a resource, encrypted to the TEE key in the token.
+func (s *Service) GetResource(ctx context.Context, cred Credentials, p resource.Path, query map[string]string) (*jwe.Response, error) {
+	claims, err := s.Claims(ctx, cred)
+	if err != nil {
+		return nil, err
+	}
+	d, err := s.ResourcePolicy.Allow(ctx, claims, "resource", []string{p.Repo, p.Type, p.Tag}, query)
+	if err != nil {
+		return nil, kbserr.New(kbserr.Internal, kbserr.PolicyDeny, "resource policy: %v", err)
+	}
+	if !d.Allowed {
+		s.audit("resource denied", "path", p.String(), "policy", d.PolicyID, "subject", subject(claims))
+		return nil, kbserr.New(kbserr.Forbidden, kbserr.PolicyDeny, "resource policy denies %s", p)
+	}
+	keyJSON, err := s.Tokens.TEEPubKey(claims)
+	if err != nil {
+		return nil, kbserr.New(kbserr.Unauthenticated, kbserr.TokenVerifierError, "token carries no usable TEE public key: %v", err)
+	}
+	key, err := jwe.ParseTEEPubKey(keyJSON)
+	if err != nil {
+		return nil, kbserr.New(kbserr.Unauthenticated, kbserr.JweError, "TEE public key in the token: %v", err)
+	}
+	backend, err := s.Plugins.Resource(p)
+	if err != nil {
+		return nil, kbserr.From(err, kbserr.ResourceNotFound)
+	}
+	data, err := backend.Get(ctx, p)
+	if err != nil {
+		if errors.Is(err, sdk.ErrNotFound) {
+			return nil, kbserr.New(kbserr.NotFound, kbserr.ResourceNotFound, "resource %s not found", p)
+		}
+		return nil, kbserr.From(fmt.Errorf("resource backend: %w", err), kbserr.PluginInternalError)
+	}
+	resp, err := jwe.Seal(key, data)
+	clear(data)
+	if err != nil {
+		return nil, kbserr.New(kbserr.Unauthenticated, kbserr.JweError, "encrypting to the TEE key: %v", err)
+	}
+	s.audit("resource released", "path", p.String(), "policy", d.PolicyID, "subject", subject(claims))
+	return resp, nil
+}
+
+// PutResource stores a resource (admin; the caller has authorised it).
+func (s *Service) PutResource(ctx context.Context, p resource.Path, data []byte) error {
+	backend, err := s.Plugins.Resource(p)
+	if err != nil {
+		return kbserr.From(err, kbserr.ResourceNotFound)
+	}
+	if err := backend.Put(ctx, p, data); err != nil {
+		return kbserr.From(fmt.Errorf("resource backend: %w", err), kbserr.PluginInternalError)
+	}
+	return nil
+}
+
+// DeleteResource removes a resource (admin; the caller has authorised it).
+func (s *Service) DeleteResource(ctx context.Context, p resource.Path) error {
+	backend, err := s.Plugins.Resource(p)
+	if err != nil {
+		return kbserr.From(err, kbserr.ResourceNotFound)
+	}
+	if err := backend.Delete(ctx, p); err != nil {
+		if errors.Is(err, sdk.ErrNotFound) {
+			return kbserr.New(kbserr.NotFound, kbserr.ResourceNotFound, "resource %s not found", p)
+		}
+		return kbserr.From(fmt.Errorf("resource backend: %w", err), kbserr.PluginInternalError)
+	}
+	return nil
+}
+
+func (s *Service) audit(msg string, kv ...any) {
+	if s.Audit != nil {
+		s.Audit.Info(msg, kv...)
+	}
+}
+
+// subject names the guest in the audit log without logging the token:
+// the TEE types it attested as.
+func subject(claims map[string]any) string {
+	submods, _ := claims["submods"].(map[string]any)
+	var tees []string
+	for _, name := range sortedKeys(submods) {
+		sm, _ := submods[name].(map[string]any)
+		ae, _ := sm["ear.veraison.annotated-evidence"].(map[string]any)
+		for k := range ae {
+			if _, ok := teeClass[k]; ok {
+				tees = append(tees, name+":"+k)
+			}
+		}
+	}
+	return strings.Join(tees, ",")
+}
+
+// tokenError classifies a token verification failure: the token's fault
+// (401) or a key source that is down (503).
+func tokenError(err error) error {
+	if errors.Is(err, tokenverify.ErrUnavailable) || errors.Is(err, sdk.ErrUnavailable) {
+		return kbserr.New(kbserr.Unavailable, kbserr.TokenVerifierError, "cannot verify the token now: %v", err)
+	}
+	return kbserr.New(kbserr.Unauthenticated, kbserr.TokenVerifierError, "attestation token rejected: %v", err)
+}
