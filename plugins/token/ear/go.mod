@@ -2,11 +2,13 @@ module github.com/gokbs/kbs/plugins/token/ear
 
 go 1.26.8
 
-require github.com/gokbs/kbs/sdk v0.0.0
+require (
+	github.com/go-jose/go-jose/v4 v4.1.9
+	github.com/gokbs/kbs/sdk v0.0.0
+)
 
 require (
 	github.com/fatih/color v1.13.0 // indirect
-	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/golang/protobuf v1.5.4 // indirect
 	github.com/hashicorp/go-hclog v1.6.3 // indirect
 	github.com/hashicorp/go-plugin v1.8.0 // indirect
