@@ -68,7 +68,7 @@ type Config struct {
 // Issuer issues EAR tokens. It owns its signing key, parsed once in
 // Configure; the key never leaves it.
 type Issuer struct {
-	now  func() time.Time // a field so that tests can fix the clock
+	now  func() time.Time // nil means time.Now; tests fix the clock
 	mu   sync.Mutex       // serializes the lazy default setup
 	sign atomic.Pointer[signer]
 }
@@ -325,7 +325,11 @@ func (i *Issuer) Issue(ctx context.Context, req *token.IssueRequest) (*token.Iss
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	iat := i.now().Unix()
+	now := time.Now
+	if i.now != nil {
+		now = i.now
+	}
+	iat := now().Unix()
 	exp := iat + int64(s.duration/time.Second)
 	payload, err := json.Marshal(claims{
 		Profile:    s.profile,
