@@ -115,12 +115,15 @@ type Policy struct {
 	// ResourcePolicyFile, if set, is loaded as the resource policy at
 	// start when none is stored yet.
 	ResourcePolicyFile string `koanf:"resource_policy_file"`
+	// DevAllowAll makes the first resource policy allow every request
+	// (set by --dev; not a file setting).
+	DevAllowAll bool `koanf:"-"`
 }
 
 // Storage is where durable state (policies, reference values) lives.
 type Storage struct {
-	// Dir holds the embedded store. Default: a kbs directory beside the
-	// plugin directory is NOT assumed; it must be set outside dev mode.
+	// Dir holds the embedded store (kbs.db). Required: state must survive
+	// a restart, so there is no in-memory default.
 	Dir string `koanf:"dir"`
 }
 
@@ -255,7 +258,9 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("admin.mode %q: want DenyAll or InsecureAllowAll", c.Admin.Mode))
 	}
-	if c.Storage.Dir != "" {
+	if c.Storage.Dir == "" {
+		errs = append(errs, errors.New("storage.dir is required: policies and reference values are kept there"))
+	} else {
 		if fi, err := os.Stat(c.Storage.Dir); err == nil && !fi.IsDir() {
 			errs = append(errs, fmt.Errorf("storage.dir %s is not a directory", c.Storage.Dir))
 		}

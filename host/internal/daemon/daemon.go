@@ -1,0 +1,251 @@
+// Package daemon assembles kbs-host from its configuration: the plugin
+// manager, the session store, token trust, policies and the HTTP server,
+// and runs it until its context ends.
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/gokbs/kbs/host/internal/api"
+	"github.com/gokbs/kbs/host/internal/config"
+	"github.com/gokbs/kbs/host/internal/kbserr"
+	"github.com/gokbs/kbs/host/internal/plugins"
+	"github.com/gokbs/kbs/host/internal/protocol"
+	"github.com/gokbs/kbs/host/internal/session"
+	"github.com/gokbs/kbs/host/internal/tokens"
+	"github.com/gokbs/kbs/host/internal/tokenverify"
+	"github.com/gokbs/kbs/sdk"
+	"github.com/gokbs/kbs/sdk/token"
+)
+
+// Daemon is a configured, running broker.
+type Daemon struct {
+	cfg      *config.Config
+	log      hclog.Logger
+	plugins  *plugins.Manager
+	sessions *session.Memory
+	server   *http.Server
+	closers  []func()
+}
+
+// New starts the plugins and builds the broker; call Serve to listen.
+func New(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, error) {
+	d := &Daemon{cfg: cfg, log: log}
+	ok := false
+	defer func() {
+		if !ok {
+			d.Close()
+		}
+	}()
+	specs, err := pluginSpecs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	d.plugins, err = plugins.New(ctx, plugins.Options{
+		Dir:          cfg.Plugins.Dir,
+		StartTimeout: cfg.Plugins.StartTimeout,
+		CallTimeout:  cfg.Plugins.CallTimeout,
+		Logger:       log,
+	}, specs)
+	if err != nil {
+		return nil, fmt.Errorf("starting plugins: %w", err)
+	}
+	d.closers = append(d.closers, func() { _ = d.plugins.Close() })
+
+	tv, err := d.tokenVerifier(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d.sessions = session.NewMemory(cfg.Session.MaxSessions, time.Minute)
+	d.closers = append(d.closers, d.sessions.Close)
+
+	pol, err := newPolicies(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, pol.Close)
+	svc := &protocol.Service{
+		Plugins:        d.plugins,
+		Sessions:       d.sessions,
+		Tokens:         tv,
+		Appraiser:      pol.appraiser,
+		ResourcePolicy: pol.resources,
+		SessionTimeout: cfg.Session.Timeout,
+		Log:            log.Named("protocol"),
+		Audit:          log.Named("audit"),
+	}
+	srv := &api.Server{
+		Protocol: svc,
+		Ready:    d.plugins.Ready,
+		Admin:    adminAuthorizer(cfg, log),
+		MaxBody:  int64(cfg.HTTPServer.PayloadRequestSize) << 20,
+		Log:      log.Named("api"),
+		Extra:    pol.routes,
+	}
+	d.server = &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: cfg.HTTPServer.ReadHeaderTimeout,
+		ReadTimeout:       cfg.HTTPServer.ReadTimeout,
+		WriteTimeout:      cfg.HTTPServer.WriteTimeout,
+		MaxHeaderBytes:    cfg.HTTPServer.MaxHeaderBytes,
+		ErrorLog:          log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+	ok = true
+	return d, nil
+}
+
+// tokenVerifier trusts the own token issuer plus [attestation_token].
+func (d *Daemon) tokenVerifier(ctx context.Context) (*tokens.Verifier, error) {
+	at := d.cfg.AttestationToken
+	var external *tokenverify.Verifier
+	if len(at.TrustedCertsPaths) > 0 || len(at.TrustedJWKSets) > 0 || at.InsecureHeaderJWK {
+		if at.InsecureHeaderJWK {
+			d.log.Warn("attestation_token.insecure_header_jwk is on: any self-signed token is accepted (development only)")
+		}
+		var err error
+		external, err = tokenverify.New(tokenverify.Config{
+			JWKSets:           at.TrustedJWKSets,
+			CertPaths:         at.TrustedCertsPaths,
+			InsecureHeaderJWK: at.InsecureHeaderJWK,
+			Leeway:            at.Leeway,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("attestation_token: %w", err)
+		}
+	}
+	var issuer tokens.IssuerSource
+	if d.cfg.Plugins.Token != nil {
+		issuer = func() (token.Issuer, error) { return d.plugins.TokenIssuer() }
+	}
+	tv, err := tokens.New(ctx, external, issuer, at.ExtraTEEKeyPaths, at.Leeway)
+	if err != nil {
+		return nil, fmt.Errorf("attestation_token: %w", err)
+	}
+	return tv, nil
+}
+
+func pluginSpecs(cfg *config.Config) ([]plugins.Spec, error) {
+	var specs []plugins.Spec
+	add := func(kind string, s config.PluginSpec) error {
+		raw, err := json.Marshal(s.Config)
+		if err != nil {
+			return fmt.Errorf("plugins.%s %s: settings: %w", kind, s.Name, err)
+		}
+		if s.Config == nil {
+			raw = nil
+		}
+		specs = append(specs, plugins.Spec{Kind: kind, Name: s.Name, Config: raw, Routes: s.Routes})
+		return nil
+	}
+	for _, s := range cfg.Plugins.Verifier {
+		if err := add(sdk.KindVerifier, s); err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range cfg.Plugins.Resource {
+		if err := add(sdk.KindResource, s); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Plugins.Token != nil {
+		if err := add(sdk.KindToken, *cfg.Plugins.Token); err != nil {
+			return nil, err
+		}
+	}
+	return specs, nil
+}
+
+// adminAuthorizer implements admin.mode.
+func adminAuthorizer(cfg *config.Config, log hclog.Logger) api.AdminAuthorizer {
+	switch cfg.Admin.Mode {
+	case "InsecureAllowAll":
+		log.Warn("admin.mode = InsecureAllowAll: anyone who reaches the broker can change resources and policies (development only)")
+		return func(*http.Request) error { return nil }
+	default:
+		return func(*http.Request) error {
+			return kbserr.New(kbserr.Unauthenticated, kbserr.AdminAuthAccess, "admin API denied (admin.mode = DenyAll)")
+		}
+	}
+}
+
+// Listen opens every configured socket. It is separate from Serve so that
+// a caller learns about a busy port before it says the broker is up.
+func (d *Daemon) Listen() ([]net.Listener, error) {
+	var lns []net.Listener
+	for _, addr := range d.cfg.HTTPServer.Sockets {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range lns {
+				_ = l.Close()
+			}
+			return nil, fmt.Errorf("listening on %s: %w", addr, err)
+		}
+		lns = append(lns, ln)
+	}
+	if !d.cfg.HTTPServer.InsecureHTTP {
+		cert, err := tls.LoadX509KeyPair(d.cfg.HTTPServer.Certificate, d.cfg.HTTPServer.PrivateKey)
+		if err != nil {
+			for _, l := range lns {
+				_ = l.Close()
+			}
+			return nil, fmt.Errorf("http_server TLS: %w", err)
+		}
+		d.server.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		for i, l := range lns {
+			lns[i] = tls.NewListener(l, d.server.TLSConfig)
+		}
+	}
+	return lns, nil
+}
+
+// Serve serves on lns until ctx ends, then shuts down gracefully and stops
+// every plugin.
+func (d *Daemon) Serve(ctx context.Context, lns []net.Listener) error {
+	errc := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func(ln net.Listener) { errc <- d.server.Serve(ln) }(ln)
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = d.server.Shutdown(shutdownCtx)
+	d.Close()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Close stops the plugins and background work.
+func (d *Daemon) Close() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
+	}
+	d.closers = nil
+}
+
+// Plugins exposes the manager (for status output).
+func (d *Daemon) Plugins() *plugins.Manager { return d.plugins }
+
+// ensureDir creates dir with owner-only permissions.
+func ensureDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", filepath.Clean(dir), err)
+	}
+	return nil
+}
