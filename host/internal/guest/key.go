@@ -25,10 +25,13 @@ import (
 
 // Key kinds for NewKey.
 const (
-	KindECP256    = "ec-p256" // the CoCo guest's default
-	KindECP521    = "ec-p521"
-	KindRSAOAEP   = "rsa-oaep-256"
-	KindRSA15     = "rsa1_5" // legacy guests
+	KindECP256  = "ec-p256" // the CoCo guest's default
+	KindECP521  = "ec-p521"
+	KindRSAOAEP = "rsa-oaep-256"
+	KindRSA15   = "rsa1_5" // legacy guests
+)
+
+const (
 	rsaBits       = 2048
 	pemTypeRSA    = "RSA PRIVATE KEY"
 	pemTypePKCS8  = "PRIVATE KEY"
