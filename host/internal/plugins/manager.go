@@ -101,8 +101,8 @@ type PluginStatus struct {
 	SHA256       string // hex, of the binary last started
 	PID          int    // 0 while down
 	State        State
-	Restarts     int
-	LastError    string
+	Restarts     int    // successful restarts after a failure
+	LastError    string // why it last went down or failed to start
 }
 
 // Manager runs the configured plugins. Its methods are safe for concurrent
@@ -446,6 +446,9 @@ func (p *managed) status() PluginStatus {
 
 // Close stops supervision and every plugin process, and waits for them to
 // exit. Calls made afterwards fail as unavailable.
+//
+// A host that is killed never gets here; its plugins are then orphaned
+// until they notice, because sdk/pluginclient does not yet set Pdeathsig.
 func (m *Manager) Close() error {
 	m.once.Do(func() {
 		m.cancel()

@@ -394,6 +394,28 @@ func TestPluginExitingMidCall(t *testing.T) {
 	}
 }
 
+// Plugins run without the host's environment: only what go-plugin itself
+// needs for the handshake and mTLS reaches them.
+func TestPluginsDoNotInheritHostEnvironment(t *testing.T) {
+	t.Setenv("KBS_HOST_ONLY_SECRET", "must not leak")
+	dir := install(t, "kbs-plugin-verifier-test")
+	m := startManager(t, testOptions(t, dir), Spec{Kind: "verifier", Name: "test"})
+	tv, err := m.Verifier("test")
+	must(t, err)
+	claims, err := tv.Verify(context.Background(), testRequest(""))
+	must(t, err)
+	names, _ := claims["env"].([]any)
+	if len(names) == 0 {
+		t.Fatalf("claims carry no environment: %v", claims)
+	}
+	for _, n := range names {
+		name := n.(string)
+		if !strings.HasPrefix(name, "PLUGIN_") && name != "KBS_PLUGIN_MAGIC_COOKIE" {
+			t.Errorf("plugin environment has %s; want only go-plugin's PLUGIN_* and the magic cookie", name)
+		}
+	}
+}
+
 func TestCallTimeoutCutsOffHungPlugin(t *testing.T) {
 	dir := install(t, "kbs-plugin-verifier-test")
 	opts := testOptions(t, dir)

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -83,5 +84,18 @@ func (v *Verifier) Verify(ctx context.Context, req *verifier.Request) (verifier.
 	if t := v.tag.Load(); t != nil {
 		tag = *t
 	}
-	return verifier.Claims{"svn": ev.SVN, "report_data": ev.ReportData, "tag": tag, "pid": os.Getpid()}, nil
+	return verifier.Claims{"svn": ev.SVN, "report_data": ev.ReportData, "tag": tag,
+		"pid": os.Getpid(), "env": envNames()}, nil
+}
+
+// envNames lists the names (not the values) of the process's environment,
+// so that a test can check what the host passed on.
+func envNames() []string {
+	env := os.Environ()
+	names := make([]string, 0, len(env))
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		names = append(names, name)
+	}
+	return names
 }
