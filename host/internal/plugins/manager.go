@@ -447,8 +447,8 @@ func (p *managed) status() PluginStatus {
 // Close stops supervision and every plugin process, and waits for them to
 // exit. Calls made afterwards fail as unavailable.
 //
-// A host that is killed never gets here; its plugins are then orphaned
-// until they notice, because sdk/pluginclient does not yet set Pdeathsig.
+// A host that is killed never gets here, and its plugins keep running as
+// orphans: sdk/pluginclient does not (yet) set Pdeathsig on them.
 func (m *Manager) Close() error {
 	m.once.Do(func() {
 		m.cancel()
