@@ -132,13 +132,19 @@ func freeAddr(t testing.TB) string {
 // given one) and waits until it is ready.
 func startDev(t testing.TB, devDir string, extraArgs ...string) *broker {
 	t.Helper()
+	return startDevEnv(t, devDir, nil, extraArgs...)
+}
+
+// startDevEnv is startDev with KBS_* overrides in env.
+func startDevEnv(t testing.TB, devDir string, env []string, extraArgs ...string) *broker {
+	t.Helper()
 	b := bins(t)
 	if devDir == "" {
 		devDir = t.TempDir()
 	}
 	addr := freeAddr(t)
 	args := append([]string{"--dev", "--dev-dir", devDir, "--listen", addr, "--plugin-dir", b.pluginDir}, extraArgs...)
-	return start(t, b.host, args, "http://"+addr, devDir, nil)
+	return start(t, b.host, args, "http://"+addr, devDir, env)
 }
 
 // startConfig starts kbs-host with a configuration file.

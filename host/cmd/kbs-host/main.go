@@ -117,7 +117,7 @@ func loadConfig(f serveFlags) (*config.Config, error) {
 		if pluginDir == "" {
 			pluginDir = besideExecutable("plugins")
 		}
-		return daemon.DevConfig(daemon.DevOptions{Dir: f.devDir, Listen: listen, PluginDir: pluginDir})
+		return daemon.DevConfig(daemon.DevOptions{Dir: f.devDir, Listen: listen, PluginDir: pluginDir, Environ: os.Environ()})
 	}
 	if f.configPath == "" {
 		return nil, errors.New("no configuration: pass --config FILE (see configs/), or --dev to try the broker")

@@ -156,6 +156,12 @@ func Default() Config {
 // KBS_* environment, and validates the result. path may be "" for defaults
 // and environment only.
 func Load(path string, environ []string) (*Config, error) {
+	return LoadOver(Default(), path, environ)
+}
+
+// LoadOver is Load over the given base configuration instead of Default
+// (dev mode's embedded configuration, for one).
+func LoadOver(base Config, path string, environ []string) (*Config, error) {
 	k := koanf.New(".")
 	if path != "" {
 		var parser koanf.Parser = toml.Parser()
@@ -174,7 +180,7 @@ func Load(path string, environ []string) (*Config, error) {
 	}), nil); err != nil {
 		return nil, fmt.Errorf("config environment: %w", err)
 	}
-	cfg := Default()
+	cfg := base
 	if err := decode(k, &cfg); err != nil {
 		if path != "" {
 			return nil, fmt.Errorf("config %s: %w", path, err)

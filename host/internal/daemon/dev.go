@@ -21,6 +21,8 @@ type DevOptions struct {
 	Dir       string
 	Listen    string
 	PluginDir string
+	// Environ overrides settings as KBS_* variables do in production.
+	Environ []string
 }
 
 // DevConfig returns the configuration of `kbs-host --dev`: plain HTTP on
@@ -49,10 +51,7 @@ func DevConfig(o DevOptions) (*config.Config, error) {
 	cfg.Admin.Mode = "InsecureAllowAll"
 	cfg.Storage.Dir = filepath.Join(o.Dir, "state")
 	cfg.Policy.DevAllowAll = true
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	return &cfg, nil
+	return config.LoadOver(cfg, "", o.Environ)
 }
 
 // ensureECKey writes a P-256 private key to path unless one is there.
