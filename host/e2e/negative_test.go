@@ -168,7 +168,9 @@ func TestBadRequests(t *testing.T) {
 	_, goodToken := handshake(t, br.URL, k)
 	ctJSON := map[string]string{"Content-Type": "application/json"}
 	bearer := func(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
-	withCookie := func(c string) map[string]string { return map[string]string{"Content-Type": "application/json", "Cookie": c} }
+	withCookie := func(c string) map[string]string {
+		return map[string]string{"Content-Type": "application/json", "Cookie": c}
+	}
 
 	tests := map[string]struct {
 		do     func(t *testing.T) rawResponse
@@ -300,7 +302,6 @@ func TestBadRequests(t *testing.T) {
 		t.Fatalf("good guest after bad requests: %v", err)
 	}
 }
-
 
 func TestExpiredSession(t *testing.T) {
 	br := startDevEnv(t, "", []string{"KBS_SESSION__TIMEOUT=1s"})

@@ -80,6 +80,7 @@ func Start(ctx context.Context, cfg Config) (*Client, error) {
 	cmd := exec.Command(cfg.Path, cfg.Args...)
 	cmd.Env = cfg.Env
 	cmd.Dir = cfg.Dir
+	cmd.SysProcAttr = sysProcAttr()
 	gp := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  wire.Handshake,
 		Plugins:          wire.PluginSet(nil),
