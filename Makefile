@@ -8,9 +8,10 @@
 SHELL   := /bin/bash
 GO      ?= go
 BIN     := $(CURDIR)/bin
-# Every plugin module: plugins/<kind>/<name>.
-PLUGINS ?= $(patsubst %/go.mod,%,$(patsubst plugins/%,%,$(wildcard plugins/*/*/go.mod)))
-MODULES := sdk host $(addprefix plugins/,$(patsubst %/go.mod,%,$(patsubst plugins/%,%,$(wildcard plugins/*/*/go.mod))))
+# Every plugin: plugins/<kind>/<name> with a cmd/kbs-plugin-<kind>-<name>.
+PLUGINS ?= $(sort $(foreach m,$(wildcard plugins/*/*/cmd/kbs-plugin-*/main.go),$(word 2,$(subst /, ,$(m)))/$(word 3,$(subst /, ,$(m)))))
+# Every Go module: the SDK, the host, each plugin and each shared plugin library.
+MODULES := sdk host $(patsubst %/go.mod,%,$(wildcard plugins/*/*/go.mod))
 GOTEST_FLAGS ?= -count=1
 export GOFLAGS ?= -buildvcs=false
 
@@ -43,12 +44,16 @@ run: build
 # and build their own otherwise.
 test: build
 	@set -e; for m in $(MODULES); do \
+		[ -n "$$(find $$m -name '*.go' -print -quit)" ] || continue; \
 		echo "== go test $$m"; \
 		(cd $$m && KBS_BIN_DIR=$(BIN) $(GO) test $(GOTEST_FLAGS) ./...); \
 	done
 
 vet:
-	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
+	@set -e; for m in $(MODULES); do \
+		[ -n "$$(find $$m -name '*.go' -print -quit)" ] || continue; \
+		(cd $$m && $(GO) vet ./...); \
+	done
 	@test -z "$$(gofmt -l sdk host plugins)" || { gofmt -l sdk host plugins; echo "gofmt needed"; exit 1; }
 
 fmt:

@@ -68,12 +68,10 @@ func bins(t testing.TB) binaries {
 			built.host:   "./host/cmd/kbs-host",
 			built.client: "./host/cmd/kbs-client",
 		}
-		mods, _ := filepath.Glob(filepath.Join(root, "plugins", "*", "*", "go.mod"))
-		for _, m := range mods {
-			dir := filepath.Dir(m)
-			kind, name := filepath.Base(filepath.Dir(dir)), filepath.Base(dir)
-			bin := "kbs-plugin-" + kind + "-" + name
-			targets[filepath.Join(built.pluginDir, bin)] = "./plugins/" + kind + "/" + name + "/cmd/" + bin
+		mains, _ := filepath.Glob(filepath.Join(root, "plugins", "*", "*", "cmd", "kbs-plugin-*", "main.go"))
+		for _, m := range mains {
+			rel, _ := filepath.Rel(root, filepath.Dir(m))
+			targets[filepath.Join(built.pluginDir, filepath.Base(rel))] = "./" + filepath.ToSlash(rel)
 		}
 		for dst, pkg := range targets {
 			cmd := exec.Command("go", "build", "-o", dst, pkg)

@@ -1,0 +1,7 @@
+module github.com/gokbs/kbs/plugins/lib/snp
+
+go 1.26.8
+
+require github.com/gokbs/kbs/sdk v0.0.0
+
+replace github.com/gokbs/kbs/sdk => ../../../sdk
