@@ -1,0 +1,4 @@
+# Releases nothing.
+package policy
+
+default allow := false
