@@ -64,7 +64,7 @@ to operators, with evidence verification, resource storage and token issuing in 
 }
 
 func runServe(cmd *cobra.Command, f serveFlags) error {
-	cfg, err := loadConfig(f)
+	cfg, err := loadConfig(&f)
 	if err != nil {
 		return err
 	}
@@ -97,7 +97,7 @@ func runServe(cmd *cobra.Command, f serveFlags) error {
 	return d.Serve(ctx, lns)
 }
 
-func loadConfig(f serveFlags) (*config.Config, error) {
+func loadConfig(f *serveFlags) (*config.Config, error) {
 	var cfg *config.Config
 	var err error
 	if f.dev {
