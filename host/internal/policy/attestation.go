@@ -154,7 +154,7 @@ func (e *Engine) Appraise(ctx context.Context, class string, input map[string]an
 	// Converting directly skips the JSON round trip that EvalInput makes.
 	in, err := ast.InterfaceToValue(input)
 	if err != nil {
-		return token.Appraisal{}, sdk.BadEvidence("claims are not JSON: %v", err)
+		return token.Appraisal{}, sdk.Internal("claims are not JSON: %v", err)
 	}
 	rs, err := p.pq.Eval(ctx, rego.EvalParsedInput(in))
 	if err != nil {

@@ -193,7 +193,7 @@ func (e *Engine) Allow(ctx context.Context, claims map[string]any, plugin string
 	// Converting directly skips the JSON round trip that EvalInput makes.
 	in, err := ast.InterfaceToValue(claims)
 	if err != nil {
-		return d, sdk.InvalidArgument("token claims are not JSON: %v", err)
+		return d, sdk.Internal("token claims are not JSON: %v", err)
 	}
 	rs, err := p.pq.Eval(ctx,
 		rego.EvalParsedInput(in),
