@@ -50,8 +50,9 @@ func rootCmd() *cobra.Command {
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&g.url, "url", envOr("KBS_URL", "http://127.0.0.1:8080"), "broker URL; env KBS_URL")
 	pf.DurationVar(&g.timeout, "timeout", time.Minute, "overall timeout")
-	pf.StringVar(&g.adminTokenFile, "admin-token-file", "", "admin commands: file holding the admin Bearer token")
+	addAdminFlags(cmd, &g)
 	cmd.AddCommand(attestCmd(&g), getResourceCmd(&g), setResourceCmd(&g), deleteResourceCmd(&g))
+	cmd.AddCommand(adminCmds(&g)...)
 	return cmd
 }
 
@@ -200,18 +201,6 @@ token must carry the public key of --tee-key-file.`,
 	c.Flags().StringVar(&tokFile, "token-file", "", "file holding the attestation token")
 	_ = c.MarkFlagRequired("path")
 	return c
-}
-
-func adminClient(g *globalFlags) (*kbsclient.Client, error) {
-	c := kbsclient.New(g.url)
-	if g.adminTokenFile != "" {
-		b, err := os.ReadFile(g.adminTokenFile)
-		if err != nil {
-			return nil, err
-		}
-		c.AdminToken = strings.TrimSpace(string(b))
-	}
-	return c, nil
 }
 
 func setResourceCmd(g *globalFlags) *cobra.Command {

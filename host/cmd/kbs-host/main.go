@@ -152,13 +152,17 @@ func printDevBanner(cmd *cobra.Command, cfg *config.Config, dir string) {
 	fmt.Fprintf(cmd.OutOrStdout(), `
   kbs-host is running in DEVELOPMENT mode (sample TEE, plain HTTP, permissive policy).
 
-  URL         %s
-  repository  %s   (a file %s/default/key/demo is served as default/key/demo)
-  state       %s
+  URL          %s
+  repository   %s   (a file %s/default/key/demo is served as default/key/demo)
+  state        %s
+  admin token  %s/admin-token   (renewed at each start, valid 24 h)
 
   Try it:
     echo -n 'a secret' > %s/default/key/demo   # after: mkdir -p %s/default/key
     %s --url %s get-resource --path default/key/demo
+  Admin commands:
+    export KBS_ADMIN_TOKEN_FILE=%s/admin-token
+    %s --url %s set-resource --path default/key/other --resource-file ./secret.bin
 
-`, url, repo, repo, dir, repo, repo, client, url)
+`, url, repo, repo, dir, dir, repo, repo, client, url, dir, client, url)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/labstack/echo/v4"
 
+	"github.com/gokbs/kbs/host/internal/adminauth"
 	"github.com/gokbs/kbs/host/internal/kbserr"
 	"github.com/gokbs/kbs/host/internal/protocol"
 )
@@ -27,14 +28,19 @@ const CookieName = "kbs-session-id"
 // Readiness reports whether the broker can serve (plugins and stores up).
 type Readiness func() error
 
-// AdminAuthorizer authorises an admin request, or returns a *kbserr.Error.
-type AdminAuthorizer func(r *http.Request) error
+// AdminGate authorises admin requests and records what they changed.
+type AdminGate interface {
+	// Authorize returns who made r, or a *kbserr.Error.
+	Authorize(r *http.Request) (adminauth.Principal, error)
+	// Record writes the audit line of an admin change.
+	Record(p adminauth.Principal, action, target string, err error)
+}
 
 // Server holds what the handlers need.
 type Server struct {
 	Protocol *protocol.Service
 	Ready    Readiness
-	Admin    AdminAuthorizer
+	Admin    AdminGate
 	// MaxBody is the request body limit in bytes.
 	MaxBody int64
 	Log     hclog.Logger
@@ -159,7 +165,8 @@ func (s *Server) getResource(c echo.Context) error {
 }
 
 func (s *Server) putResource(c echo.Context) error {
-	if err := s.authorizeAdmin(c); err != nil {
+	who, err := s.authorizeAdmin(c)
+	if err != nil {
 		return err
 	}
 	raw, err := s.resourcePath(c)
@@ -174,14 +181,18 @@ func (s *Server) putResource(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.Protocol.PutResource(c.Request().Context(), p, body); err != nil {
+	err = s.Protocol.PutResource(c.Request().Context(), p, body)
+	clear(body)
+	s.Admin.Record(who, "set resource", p.String(), err)
+	if err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusOK)
 }
 
 func (s *Server) deleteResource(c echo.Context) error {
-	if err := s.authorizeAdmin(c); err != nil {
+	who, err := s.authorizeAdmin(c)
+	if err != nil {
 		return err
 	}
 	raw, err := s.resourcePath(c)
@@ -192,17 +203,19 @@ func (s *Server) deleteResource(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.Protocol.DeleteResource(c.Request().Context(), p); err != nil {
+	err = s.Protocol.DeleteResource(c.Request().Context(), p)
+	s.Admin.Record(who, "delete resource", p.String(), err)
+	if err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusOK)
 }
 
-func (s *Server) authorizeAdmin(c echo.Context) error {
+func (s *Server) authorizeAdmin(c echo.Context) (adminauth.Principal, error) {
 	if s.Admin == nil {
-		return kbserr.New(kbserr.Unauthenticated, kbserr.AdminAuthAccess, "admin API is disabled")
+		return adminauth.Principal{}, kbserr.New(kbserr.Unauthenticated, kbserr.AdminAuthAccess, "admin API is disabled")
 	}
-	return s.Admin(c.Request())
+	return s.Admin.Authorize(c.Request())
 }
 
 func credentials(c echo.Context) protocol.Credentials {

@@ -21,6 +21,8 @@ import (
 	"github.com/knadh/koanf/providers/env/v2"
 	"github.com/knadh/koanf/providers/file"
 	"github.com/knadh/koanf/v2"
+
+	"github.com/gokbs/kbs/host/internal/adminauth"
 )
 
 // EnvPrefix starts every environment override. Nesting uses a double
@@ -34,7 +36,7 @@ type Config struct {
 	Session          Session          `koanf:"session"`
 	AttestationToken AttestationToken `koanf:"attestation_token"`
 	Plugins          Plugins          `koanf:"plugins"`
-	Admin            Admin            `koanf:"admin"`
+	Admin            adminauth.Config `koanf:"admin"`
 	Policy           Policy           `koanf:"policy"`
 	Storage          Storage          `koanf:"storage"`
 	Log              Log              `koanf:"log"`
@@ -104,12 +106,6 @@ type PluginSpec struct {
 	Config map[string]any `koanf:"config"`
 }
 
-// Admin configures admin API authentication. Mode is one of
-// "DenyAll" (default), "InsecureAllowAll" (development only).
-type Admin struct {
-	Mode string `koanf:"mode"`
-}
-
 // Policy holds the initial resource policy.
 type Policy struct {
 	// ResourcePolicyFile, if set, is loaded as the resource policy at
@@ -131,6 +127,9 @@ type Storage struct {
 type Log struct {
 	Level string `koanf:"level"`
 	JSON  bool   `koanf:"json"`
+	// AuditFile receives the audit log (admin changes, resource releases
+	// and denials) as JSON lines; "" sends it to the main log, named audit.
+	AuditFile string `koanf:"audit_file"`
 }
 
 // Default returns the settings used for every key the file leaves out.
@@ -147,7 +146,6 @@ func Default() Config {
 		Session:          Session{Timeout: 5 * time.Minute, MaxSessions: 100000},
 		AttestationToken: AttestationToken{Leeway: 60 * time.Second},
 		Plugins:          Plugins{StartTimeout: 10 * time.Second, CallTimeout: 30 * time.Second},
-		Admin:            Admin{Mode: "DenyAll"},
 		Log:              Log{Level: "info"},
 	}
 }
@@ -258,11 +256,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Plugins.Token != nil && c.Plugins.Token.Name == "" {
 		errs = append(errs, errors.New("plugins.token.name is required"))
-	}
-	switch c.Admin.Mode {
-	case "DenyAll", "InsecureAllowAll":
-	default:
-		errs = append(errs, fmt.Errorf("admin.mode %q: want DenyAll or InsecureAllowAll", c.Admin.Mode))
 	}
 	if c.Storage.Dir == "" {
 		errs = append(errs, errors.New("storage.dir is required: policies and reference values are kept there"))

@@ -65,7 +65,7 @@ func TestLoad(t *testing.T) {
 		"bad socket": {body: strings.Replace(minimal, "insecure_http = true", "insecure_http = true\nsockets = [\"nohost\"]", 1), wantErr: "nohost"},
 		"storage required": {body: "[http_server]\ninsecure_http = true\n[plugins]\ndir = \"/p\"\n", wantErr: "storage.dir"},
 		"routes on a verifier": {body: minimal + "\n[[plugins.verifier]]\nname = \"sample\"\nroutes = [\"x\"]\n", wantErr: "routes apply to resource backends only"},
-		"bad admin mode": {body: minimal + "\n[admin]\nmode = \"AllowSome\"\n", wantErr: "admin.mode"},
+		"unknown admin key": {body: minimal + "\n[admin]\nmode = \"AllowSome\"\n", wantErr: "mode"},
 		"yaml": {},
 	}
 	for name, tc := range tests {

@@ -17,9 +17,10 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/gokbs/kbs/host/internal/admin"
+	"github.com/gokbs/kbs/host/internal/adminauth"
 	"github.com/gokbs/kbs/host/internal/api"
 	"github.com/gokbs/kbs/host/internal/config"
-	"github.com/gokbs/kbs/host/internal/kbserr"
 	"github.com/gokbs/kbs/host/internal/plugins"
 	"github.com/gokbs/kbs/host/internal/protocol"
 	"github.com/gokbs/kbs/host/internal/session"
@@ -70,11 +71,20 @@ func New(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, er
 	d.sessions = session.NewMemory(cfg.Session.MaxSessions, time.Minute)
 	d.closers = append(d.closers, d.sessions.Close)
 
+	audit, closeAudit, err := auditLogger(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, closeAudit)
 	pol, err := newPolicies(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
 	d.closers = append(d.closers, pol.Close)
+	adm, err := newAdmin(ctx, cfg, pol, audit, log)
+	if err != nil {
+		return nil, err
+	}
 	svc := &protocol.Service{
 		Plugins:        d.plugins,
 		Sessions:       d.sessions,
@@ -83,15 +93,15 @@ func New(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, er
 		ResourcePolicy: pol.resources,
 		SessionTimeout: cfg.Session.Timeout,
 		Log:            log.Named("protocol"),
-		Audit:          log.Named("audit"),
+		Audit:          audit,
 	}
 	srv := &api.Server{
 		Protocol: svc,
 		Ready:    d.plugins.Ready,
-		Admin:    adminAuthorizer(cfg, log),
+		Admin:    adm,
 		MaxBody:  int64(cfg.HTTPServer.PayloadRequestSize) << 20,
 		Log:      log.Named("api"),
-		Extra:    pol.routes,
+		Extra:    adm.Routes,
 	}
 	d.server = &http.Server{
 		Handler:           srv.Handler(),
@@ -166,17 +176,41 @@ func pluginSpecs(cfg *config.Config) ([]plugins.Spec, error) {
 	return specs, nil
 }
 
-// adminAuthorizer implements admin.mode.
-func adminAuthorizer(cfg *config.Config, log hclog.Logger) api.AdminAuthorizer {
-	switch cfg.Admin.Mode {
-	case "InsecureAllowAll":
-		log.Warn("admin.mode = InsecureAllowAll: anyone who reaches the broker can change resources and policies (development only)")
-		return func(*http.Request) error { return nil }
-	default:
-		return func(*http.Request) error {
-			return kbserr.New(kbserr.Unauthenticated, kbserr.AdminAuthAccess, "admin API denied (admin.mode = DenyAll)")
-		}
+// newAdmin builds admin authentication and the admin endpoints.
+func newAdmin(ctx context.Context, cfg *config.Config, pol *policies, audit hclog.Logger, log hclog.Logger) (*admin.Admin, error) {
+	auth, err := adminauth.New(ctx, cfg.Admin)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
 	}
+	switch {
+	case auth.Insecure():
+		log.Warn("ADMIN API IS OPEN: admin mode InsecureAllowAll lets anyone who reaches the broker change resources, policies and reference values; development only")
+	case auth.Mode() == adminauth.ModeDenyAll:
+		log.Info("admin API disabled (DenyAll): configure [admin] to manage the broker over HTTP")
+	default:
+		log.Info("admin API enabled", "mode", auth.Mode())
+	}
+	return &admin.Admin{
+		Auth:      auth,
+		Policies:  pol.engine,
+		RefValues: pol.refvalues,
+		Audit:     audit,
+		MaxBody:   int64(cfg.HTTPServer.PayloadRequestSize) << 20,
+	}, nil
+}
+
+// auditLogger is the audit log: JSON lines in log.audit_file, or the main
+// log under the name "audit".
+func auditLogger(cfg *config.Config, log hclog.Logger) (hclog.Logger, func(), error) {
+	if cfg.Log.AuditFile == "" {
+		return log.Named("audit"), func() {}, nil
+	}
+	f, err := os.OpenFile(cfg.Log.AuditFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("log.audit_file: %w", err)
+	}
+	l := hclog.New(&hclog.LoggerOptions{Name: "audit", Output: f, JSONFormat: true, Level: hclog.Info})
+	return l, func() { _ = f.Close() }, nil
 }
 
 // Listen opens every configured socket. It is separate from Serve so that

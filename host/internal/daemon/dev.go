@@ -11,7 +11,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
+	"github.com/gokbs/kbs/host/internal/adminauth"
 	"github.com/gokbs/kbs/host/internal/config"
 )
 
@@ -48,10 +50,64 @@ func DevConfig(o DevOptions) (*config.Config, error) {
 	cfg.Plugins.Verifier = []config.PluginSpec{{Name: "sample"}}
 	cfg.Plugins.Resource = []config.PluginSpec{{Name: "fs", Config: map[string]any{"dir": repo}}}
 	cfg.Plugins.Token = &config.PluginSpec{Name: "ear", Config: map[string]any{"signing_key_path": keyPath}}
-	cfg.Admin.Mode = "InsecureAllowAll"
+	if err := ensureDevAdmin(o.Dir); err != nil {
+		return nil, err
+	}
+	cfg.Admin = adminauth.Config{
+		AuthorizationMode: "AuthenticatedAuthorization",
+		Authentication: adminauth.Authentication{BearerJWT: adminauth.BearerJWT{
+			IdentityProviders: []adminauth.IdentityProvider{{Issuer: DevAdminIssuer, PublicKeyURI: filepath.Join(o.Dir, "admin.pub")}},
+		}},
+		Authorization: adminauth.Authorization{RegexACL: adminauth.RegexACL{
+			ACLs: []adminauth.ACL{{Role: "admin", AllowedEndpoints: "^/kbs/v0/.+$"}},
+		}},
+	}
 	cfg.Storage.Dir = filepath.Join(o.Dir, "state")
 	cfg.Policy.DevAllowAll = true
 	return config.LoadOver(cfg, "", o.Environ)
+}
+
+// DevAdminIssuer is the issuer of dev mode's admin tokens.
+const DevAdminIssuer = "kbs-dev"
+
+// DevAdminTokenTTL is how long the admin token written at each dev start
+// is valid.
+const DevAdminTokenTTL = 24 * time.Hour
+
+// ensureDevAdmin keeps an Ed25519 admin key pair in DIR/admin.key and
+// DIR/admin.pub, and writes a fresh admin token to DIR/admin-token at
+// every start (tokens expire; the key stays).
+func ensureDevAdmin(dir string) error {
+	keyPath, pubPath := filepath.Join(dir, "admin.key"), filepath.Join(dir, "admin.pub")
+	priv, err := os.ReadFile(keyPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		var pub []byte
+		if priv, pub, err = adminauth.GenerateKeyPair(); err != nil {
+			return fmt.Errorf("dev admin key: %w", err)
+		}
+		if err := writeFileAtomic(keyPath, priv, 0o600); err != nil {
+			return fmt.Errorf("dev admin key: %w", err)
+		}
+		if err := writeFileAtomic(pubPath, pub, 0o644); err != nil {
+			return fmt.Errorf("dev admin key: %w", err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("dev admin key: %w", err)
+	}
+	if _, err := os.Stat(pubPath); err != nil {
+		pub, err := adminauth.PublicKeyPEM(priv)
+		if err != nil {
+			return fmt.Errorf("dev admin key: %w", err)
+		}
+		if err := writeFileAtomic(pubPath, pub, 0o644); err != nil {
+			return fmt.Errorf("dev admin key: %w", err)
+		}
+	}
+	tok, err := adminauth.MintToken(priv, adminauth.TokenClaims{Issuer: DevAdminIssuer, Subject: "dev-admin", Role: "admin"}, DevAdminTokenTTL)
+	if err != nil {
+		return fmt.Errorf("dev admin token: %w", err)
+	}
+	return writeFileAtomic(filepath.Join(dir, "admin-token"), []byte(tok+"\n"), 0o600)
 }
 
 // ensureECKey writes a P-256 private key to path unless one is there.

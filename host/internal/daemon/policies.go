@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/labstack/echo/v4"
 
 	"github.com/gokbs/kbs/host/internal/config"
 	"github.com/gokbs/kbs/host/internal/policy"
@@ -24,7 +23,6 @@ type policies struct {
 	engine    *policy.Engine
 	appraiser protocol.Appraiser
 	resources protocol.ResourcePolicy
-	routes    func(e *echo.Echo)
 }
 
 func newPolicies(ctx context.Context, cfg *config.Config, log hclog.Logger) (*policies, error) {

@@ -5,12 +5,14 @@ package kbsclient
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"net/url"
 	"strings"
 	"time"
 
@@ -199,4 +201,76 @@ func StatusOf(err error) int {
 		return e.Status
 	}
 	return 0
+}
+
+// SetResourcePolicy uploads a resource policy (Rego), global when scope is
+// "", else for a "repo" or "repo/type" prefix.
+func (c *Client) SetResourcePolicy(ctx context.Context, rego []byte, scope string) error {
+	body, _ := json.Marshal(map[string]string{"policy": base64.RawURLEncoding.EncodeToString(rego), "scope": scope})
+	if _, err := c.Do(ctx, http.MethodPost, "/kbs/v0/resource-policy", body, c.adminHeader()); err != nil {
+		return fmt.Errorf("set-resource-policy: %w", err)
+	}
+	return nil
+}
+
+// GetResourcePolicy returns the Rego text of the global or a scoped policy.
+func (c *Client) GetResourcePolicy(ctx context.Context, scope string) ([]byte, error) {
+	q := ""
+	if scope != "" {
+		q = "?scope=" + url.QueryEscape(scope)
+	}
+	out, err := c.Do(ctx, http.MethodGet, "/kbs/v0/resource-policy"+q, nil, c.adminHeader())
+	if err != nil {
+		return nil, fmt.Errorf("get-resource-policy: %w", err)
+	}
+	var resp struct {
+		Policy string `json:"policy"`
+	}
+	if err := json.Unmarshal(out, &resp); err != nil {
+		return nil, fmt.Errorf("get-resource-policy: %w", err)
+	}
+	return base64.RawURLEncoding.DecodeString(resp.Policy)
+}
+
+// SetAttestationPolicy uploads an attestation policy under id.
+func (c *Client) SetAttestationPolicy(ctx context.Context, id string, rego []byte) error {
+	body, _ := json.Marshal(map[string]string{"policy_id": id, "policy": base64.RawURLEncoding.EncodeToString(rego), "type": "rego"})
+	if _, err := c.Do(ctx, http.MethodPost, "/kbs/v0/attestation-policy", body, c.adminHeader()); err != nil {
+		return fmt.Errorf("set-attestation-policy: %w", err)
+	}
+	return nil
+}
+
+// SetReferenceValue registers one reference value with the sample
+// extractor: name → value (usually a JSON array of accepted values).
+func (c *Client) SetReferenceValue(ctx context.Context, name string, value json.RawMessage) error {
+	payload, _ := json.Marshal(map[string]json.RawMessage{name: value})
+	return c.PostReferenceValueMessage(ctx, mustJSON(map[string]string{
+		"version": "0.1.0", "type": "sample", "payload": base64.StdEncoding.EncodeToString(payload),
+	}))
+}
+
+// PostReferenceValueMessage sends an RVPS message as it is.
+func (c *Client) PostReferenceValueMessage(ctx context.Context, msg []byte) error {
+	if _, err := c.Do(ctx, http.MethodPost, "/kbs/v0/reference-value", msg, c.adminHeader()); err != nil {
+		return fmt.Errorf("set-reference-value: %w", err)
+	}
+	return nil
+}
+
+// GetReferenceValue returns a reference value's JSON.
+func (c *Client) GetReferenceValue(ctx context.Context, name string) (json.RawMessage, error) {
+	out, err := c.Do(ctx, http.MethodGet, "/kbs/v0/reference-value/"+url.PathEscape(name), nil, c.adminHeader())
+	if err != nil {
+		return nil, fmt.Errorf("get-reference-value: %w", err)
+	}
+	return out, nil
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }

@@ -37,6 +37,8 @@ const (
 	PluginUnavailable     = "PluginUnavailable"
 	PolicyDeny            = "PolicyDeny"
 	ParsePolicyError      = "ParsePolicyError"
+	PolicyEngineError     = "PolicyEngineError"
+	PolicyNotFound        = "PolicyNotFound"
 	ResourceNotFound      = "ResourceNotFound"
 	RvpsError             = "RvpsError"
 	SerdeError            = "SerdeError"
