@@ -51,7 +51,7 @@ func TestLoad(t *testing.T) {
 				t.Errorf("defaults not applied: %+v", c)
 			}
 		}},
-		"unknown key is named": {body: minimal + "\n[session]\ntimout = \"1m\"\n", wantErr: "timout"},
+		"unknown key is named":     {body: minimal + "\n[session]\ntimout = \"1m\"\n", wantErr: "timout"},
 		"unknown section is named": {body: minimal + "\n[sesion]\ntimeout = \"1m\"\n", wantErr: "sesion"},
 		"env overrides file": {body: minimal, env: []string{"KBS_SESSION__TIMEOUT=2s", "KBS_HTTP_SERVER__SOCKETS=127.0.0.1:1,127.0.0.1:2"},
 			check: func(t *testing.T, c *Config) {
@@ -59,14 +59,14 @@ func TestLoad(t *testing.T) {
 					t.Errorf("env not applied: %v %v", c.Session.Timeout, c.HTTPServer.Sockets)
 				}
 			}},
-		"unknown env key is named": {body: minimal, env: []string{"KBS_SESSION__TIMOUT=2s"}, wantErr: "timout"},
+		"unknown env key is named":           {body: minimal, env: []string{"KBS_SESSION__TIMOUT=2s"}, wantErr: "timout"},
 		"TLS required without insecure_http": {body: "[plugins]\ndir=\"/p\"\n[storage]\ndir=\"/s\"\n", wantErr: "private_key and certificate"},
-		"bad duration": {body: minimal + "\n[session]\ntimeout = \"soon\"\n", wantErr: "timeout"},
-		"bad socket": {body: strings.Replace(minimal, "insecure_http = true", "insecure_http = true\nsockets = [\"nohost\"]", 1), wantErr: "nohost"},
-		"storage required": {body: "[http_server]\ninsecure_http = true\n[plugins]\ndir = \"/p\"\n", wantErr: "storage.dir"},
-		"routes on a verifier": {body: minimal + "\n[[plugins.verifier]]\nname = \"sample\"\nroutes = [\"x\"]\n", wantErr: "routes apply to resource backends only"},
-		"unknown admin key": {body: minimal + "\n[admin]\nmode = \"AllowSome\"\n", wantErr: "mode"},
-		"yaml": {},
+		"bad duration":                       {body: minimal + "\n[session]\ntimeout = \"soon\"\n", wantErr: "timeout"},
+		"bad socket":                         {body: strings.Replace(minimal, "insecure_http = true", "insecure_http = true\nsockets = [\"nohost\"]", 1), wantErr: "nohost"},
+		"storage required":                   {body: "[http_server]\ninsecure_http = true\n[plugins]\ndir = \"/p\"\n", wantErr: "storage.dir"},
+		"routes on a verifier":               {body: minimal + "\n[[plugins.verifier]]\nname = \"sample\"\nroutes = [\"x\"]\n", wantErr: "routes apply to resource backends only"},
+		"unknown admin key":                  {body: minimal + "\n[admin]\nmode = \"AllowSome\"\n", wantErr: "mode"},
+		"yaml":                               {},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
