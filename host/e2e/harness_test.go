@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -211,7 +212,8 @@ func (br *broker) stop(t testing.TB) {
 	if err := syscall.Kill(-br.cmd.Process.Pid, 0); err == nil {
 		time.Sleep(500 * time.Millisecond)
 		if err := syscall.Kill(-br.cmd.Process.Pid, 0); err == nil {
-			t.Errorf("a process of kbs-host's group outlived it")
+			out, _ := exec.Command("ps", "-o", "pid,ppid,stat,args", "-g", strconv.Itoa(br.cmd.Process.Pid)).CombinedOutput()
+			t.Errorf("a process of kbs-host's group (%d) outlived it:\n%s", br.cmd.Process.Pid, out)
 			_ = syscall.Kill(-br.cmd.Process.Pid, syscall.SIGKILL)
 		}
 	}
@@ -220,7 +222,7 @@ func (br *broker) stop(t testing.TB) {
 // kill ends the broker with SIGKILL, as a crash would.
 func (br *broker) kill() {
 	_ = syscall.Kill(-br.cmd.Process.Pid, syscall.SIGKILL)
-	_, _ = br.cmd.Process.Wait()
+	_ = br.cmd.Wait()
 }
 
 // client runs kbs-client with args and returns its stdout.

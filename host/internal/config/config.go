@@ -28,6 +28,7 @@ import (
 // EnvPrefix starts every environment override. Nesting uses a double
 // underscore, because keys contain single ones:
 // KBS_HTTP_SERVER__INSECURE_HTTP=true sets http_server.insecure_http.
+// Variables without a double underscore are not settings and are ignored.
 const EnvPrefix = "KBS_"
 
 // Config is the whole host configuration.
@@ -192,8 +193,13 @@ func LoadOver(base Config, path string, environ []string) (*Config, error) {
 }
 
 // envKey maps KBS_HTTP_SERVER__INSECURE_HTTP to http_server.insecure_http.
-// A comma-separated value sets a list.
+// A comma-separated value sets a list. Every setting lives in a section,
+// so a variable without "__" is not a setting (KBS_URL, KBS_CONFIG_FILE and
+// the like belong to other tools) and is left alone.
 func envKey(k, v string) (string, any) {
+	if !strings.Contains(k, "__") {
+		return "", nil
+	}
 	key := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(k, EnvPrefix), "__", "."))
 	if strings.Contains(v, ",") {
 		return key, strings.Split(v, ",")

@@ -264,7 +264,7 @@ func (c *Client) GetReferenceValue(ctx context.Context, name string) (json.RawMe
 	if err != nil {
 		return nil, fmt.Errorf("get-reference-value: %w", err)
 	}
-	return out, nil
+	return bytes.TrimSpace(out), nil
 }
 
 func mustJSON(v any) []byte {
