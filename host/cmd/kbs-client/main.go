@@ -53,6 +53,7 @@ func rootCmd() *cobra.Command {
 	addAdminFlags(cmd, &g)
 	cmd.AddCommand(attestCmd(&g), getResourceCmd(&g), setResourceCmd(&g), deleteResourceCmd(&g))
 	cmd.AddCommand(adminCmds(&g)...)
+	cmd.AddCommand(verifyCmd())
 	return cmd
 }
 
