@@ -2,12 +2,28 @@ module github.com/gokbs/kbs/plugins/verifier/cca
 
 go 1.26.8
 
-require github.com/gokbs/kbs/sdk v0.0.0
+require (
+	github.com/fxamacker/cbor/v2 v2.10.0
+	github.com/gokbs/kbs/sdk v0.0.0
+	github.com/veraison/go-cose v1.3.0
+)
 
 require (
-	github.com/fxamacker/cbor/v2 v2.10.0 // indirect
-	github.com/veraison/go-cose v1.3.0 // indirect
+	github.com/fatih/color v1.13.0 // indirect
+	github.com/golang/protobuf v1.5.4 // indirect
+	github.com/hashicorp/go-hclog v1.6.3 // indirect
+	github.com/hashicorp/go-plugin v1.8.0 // indirect
+	github.com/hashicorp/yamux v0.1.2 // indirect
+	github.com/mattn/go-colorable v0.1.12 // indirect
+	github.com/mattn/go-isatty v0.0.17 // indirect
+	github.com/oklog/run v1.1.0 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
+	google.golang.org/grpc v1.85.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
 )
 
 replace github.com/gokbs/kbs/sdk => ../../../sdk
