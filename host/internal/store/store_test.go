@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gokbs/kbs/host/internal/redistest"
 	"github.com/gokbs/kbs/sdk"
 	bolt "go.etcd.io/bbolt"
 )
@@ -34,6 +35,10 @@ func backends(t *testing.T, f func(t *testing.T, s Store)) {
 		}
 		t.Cleanup(func() { s.Close() })
 		f(t, s)
+	})
+	t.Run("redis", func(t *testing.T) {
+		t.Parallel()
+		f(t, newRedisStore(t, redistest.Start(t, redistest.Options{}).URL, "kbs-test:"))
 	})
 }
 
