@@ -69,8 +69,14 @@ type Session struct {
 	// Timeout is how long a session (and its cookie) lives from auth.
 	Timeout time.Duration `koanf:"timeout"`
 	// MaxSessions bounds the sessions held at once; auth beyond it is
-	// refused with 503 until old ones expire.
+	// refused with 503 until old ones expire. Memory store only: Redis's
+	// own maxmemory bounds the redis store.
 	MaxSessions int `koanf:"max_sessions"`
+	// StorageType is where sessions live: "memory" (this process, the
+	// default) or "redis" (at storage.redis_url, shared by replicas, so a
+	// load balancer needs no sticky sessions). trustee's
+	// session_storage_type; the case of the value does not matter.
+	StorageType string `koanf:"storage_type"`
 }
 
 // AttestationToken says which token issuers are trusted (trustee's
@@ -83,6 +89,14 @@ type AttestationToken struct {
 	// Development only.
 	InsecureHeaderJWK bool          `koanf:"insecure_header_jwk"`
 	Leeway            time.Duration `koanf:"leeway"`
+	// JWKSTimeout bounds one fetch of an https JWK set.
+	JWKSTimeout time.Duration `koanf:"jwks_timeout"`
+	// JWKSMinRefresh is the least time between two fetches of one https
+	// set (a token with an unknown key, or a failed fetch, triggers one).
+	JWKSMinRefresh time.Duration `koanf:"jwks_min_refresh"`
+	// JWKSMaxAge is how long a fetched set is used before it is fetched
+	// again; if that fetch fails, the keys already fetched stay in use.
+	JWKSMaxAge time.Duration `koanf:"jwks_max_age"`
 }
 
 // Plugins lists the plugins to run and their settings.
@@ -119,10 +133,35 @@ type Policy struct {
 
 // Storage is where durable state (policies, reference values) lives.
 type Storage struct {
-	// Dir holds the embedded store (kbs.db). Required: state must survive
-	// a restart, so there is no in-memory default.
+	// StorageType is "bolt" (the embedded file in Dir, one process; the
+	// default) or "redis" (at RedisURL, shared by replicas). The case of
+	// the value does not matter.
+	StorageType string `koanf:"storage_type"`
+	// Dir holds the embedded store (kbs.db). Required for bolt: state must
+	// survive a restart, so there is no in-memory default.
 	Dir string `koanf:"dir"`
+	// RedisURL is the Redis or Valkey of the redis state and session
+	// stores: redis://[:password@]host:port[/db], rediss:// for TLS.
+	RedisURL string `koanf:"redis_url"`
+	// KeyPrefix starts every key the broker writes to Redis, so that
+	// several brokers (or other users) can share one.
+	KeyPrefix string `koanf:"key_prefix"`
+	// Timeout bounds every Redis call: past it the request that needed
+	// Redis gets a 503.
+	Timeout time.Duration `koanf:"timeout"`
+	// RefreshInterval is how often a replica checks the redis state store
+	// for policies and reference values changed through another replica;
+	// a change is in force everywhere within about this delay.
+	RefreshInterval time.Duration `koanf:"refresh_interval"`
 }
+
+// Storage and session store types.
+const (
+	StorageBolt   = "bolt"
+	StorageRedis  = "redis"
+	SessionMemory = "memory"
+	SessionRedis  = "redis"
+)
 
 // Log configures the host's logging.
 type Log struct {
@@ -144,8 +183,9 @@ func Default() Config {
 			WriteTimeout:       60 * time.Second,
 			MaxHeaderBytes:     1 << 20,
 		},
-		Session:          Session{Timeout: 5 * time.Minute, MaxSessions: 100000},
-		AttestationToken: AttestationToken{Leeway: 60 * time.Second},
+		Session:          Session{Timeout: 5 * time.Minute, MaxSessions: 100000, StorageType: SessionMemory},
+		AttestationToken: AttestationToken{Leeway: 60 * time.Second, JWKSTimeout: 10 * time.Second, JWKSMinRefresh: 30 * time.Second, JWKSMaxAge: 10 * time.Minute},
+		Storage:          Storage{StorageType: StorageBolt, KeyPrefix: "kbs:", Timeout: 2 * time.Second, RefreshInterval: time.Second},
 		Plugins:          Plugins{StartTimeout: 10 * time.Second, CallTimeout: 30 * time.Second},
 		Log:              Log{Level: "info"},
 	}
@@ -263,12 +303,50 @@ func (c *Config) Validate() error {
 	if c.Plugins.Token != nil && c.Plugins.Token.Name == "" {
 		errs = append(errs, errors.New("plugins.token.name is required"))
 	}
-	if c.Storage.Dir == "" {
-		errs = append(errs, errors.New("storage.dir is required: policies and reference values are kept there"))
-	} else {
-		if fi, err := os.Stat(c.Storage.Dir); err == nil && !fi.IsDir() {
-			errs = append(errs, fmt.Errorf("storage.dir %s is not a directory", c.Storage.Dir))
+	errs = append(errs, c.validateStores()...)
+	return errors.Join(errs...)
+}
+
+// validateStores checks [storage] and the session store, and normalises
+// the store types to lower case.
+func (c *Config) validateStores() []error {
+	var errs []error
+	st, ss := &c.Storage, &c.Session
+	st.StorageType = strings.ToLower(st.StorageType)
+	ss.StorageType = strings.ToLower(ss.StorageType)
+	switch st.StorageType {
+	case StorageBolt:
+		if st.Dir == "" {
+			errs = append(errs, errors.New("storage.dir is required: policies and reference values are kept there"))
+		} else if fi, err := os.Stat(st.Dir); err == nil && !fi.IsDir() {
+			errs = append(errs, fmt.Errorf("storage.dir %s is not a directory", st.Dir))
+		}
+	case StorageRedis:
+	default:
+		errs = append(errs, fmt.Errorf("storage.storage_type %q: use %q or %q", st.StorageType, StorageBolt, StorageRedis))
+	}
+	switch ss.StorageType {
+	case SessionMemory, SessionRedis:
+	default:
+		errs = append(errs, fmt.Errorf("session.storage_type %q: use %q or %q", ss.StorageType, SessionMemory, SessionRedis))
+	}
+	if st.StorageType == StorageRedis || ss.StorageType == SessionRedis {
+		switch {
+		case st.RedisURL == "":
+			errs = append(errs, errors.New("storage.redis_url is required when the state or the sessions are kept in redis"))
+		case !strings.HasPrefix(st.RedisURL, "redis://") && !strings.HasPrefix(st.RedisURL, "rediss://") && !strings.HasPrefix(st.RedisURL, "unix://"):
+			errs = append(errs, errors.New("storage.redis_url must start with redis://, rediss:// or unix://"))
 		}
 	}
-	return errors.Join(errs...)
+	if st.Timeout <= 0 {
+		errs = append(errs, errors.New("storage.timeout must be positive"))
+	}
+	if st.RefreshInterval <= 0 {
+		errs = append(errs, errors.New("storage.refresh_interval must be positive"))
+	}
+	at := c.AttestationToken
+	if at.JWKSTimeout <= 0 || at.JWKSMinRefresh <= 0 || at.JWKSMaxAge <= 0 {
+		errs = append(errs, errors.New("attestation_token: jwks_timeout, jwks_min_refresh and jwks_max_age must be positive"))
+	}
+	return errs
 }

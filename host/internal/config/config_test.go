@@ -67,6 +67,17 @@ func TestLoad(t *testing.T) {
 		"routes on a verifier":               {body: minimal + "\n[[plugins.verifier]]\nname = \"sample\"\nroutes = [\"x\"]\n", wantErr: "routes apply to resource backends only"},
 		"unknown admin key":                  {body: minimal + "\n[admin]\nmode = \"AllowSome\"\n", wantErr: "mode"},
 		"yaml":                               {},
+		"redis state and sessions": {body: "[http_server]\ninsecure_http = true\n[plugins]\ndir = \"/p\"\n[session]\nstorage_type = \"Redis\"\n[storage]\nstorage_type = \"Redis\"\nredis_url = \"redis://127.0.0.1:6379/0\"\n",
+			check: func(t *testing.T, c *Config) {
+				if c.Storage.StorageType != StorageRedis || c.Session.StorageType != SessionRedis || c.Storage.RefreshInterval != time.Second || c.Storage.KeyPrefix != "kbs:" {
+					t.Errorf("redis settings = %+v %+v", c.Storage, c.Session)
+				}
+			}},
+		"redis without url":     {body: minimal + "\n[session]\nstorage_type = \"redis\"\n", wantErr: "storage.redis_url is required"},
+		"redis url scheme":      {body: minimal, env: []string{"KBS_STORAGE__STORAGE_TYPE=redis", "KBS_STORAGE__REDIS_URL=http://x"}, wantErr: "redis://"},
+		"unknown storage type":  {body: minimal, env: []string{"KBS_STORAGE__STORAGE_TYPE=etcd"}, wantErr: "storage.storage_type \"etcd\""},
+		"unknown session store": {body: minimal, env: []string{"KBS_SESSION__STORAGE_TYPE=disk"}, wantErr: "session.storage_type \"disk\""},
+		"zero refresh interval": {body: minimal, env: []string{"KBS_STORAGE__REFRESH_INTERVAL=0s"}, wantErr: "refresh_interval"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
