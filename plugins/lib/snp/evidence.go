@@ -162,10 +162,7 @@ func decodeChain(raw json.RawMessage) ([]Cert, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !startsWith(d, '[') {
-			return nil, sdk.BadEvidence("snp evidence: %s.data is not an array of bytes", o.path)
-		}
-		if err := json.Unmarshal(d, &c.Data); err != nil {
+		if c.Data, err = byteArray(d, nil); err != nil {
 			return nil, sdk.BadEvidence("snp evidence: %s.data: %v", o.path, err)
 		}
 		if len(c.Data) > maxCertSize {
@@ -306,20 +303,51 @@ func (d *decoder) bytes(name string, dst []byte) {
 		d.note(err)
 		return
 	}
-	if !startsWith(raw, '[') {
-		d.fail(name, "want an array of %d bytes", len(dst))
-		return
-	}
-	var b []byte
-	if err := json.Unmarshal(raw, &b); err != nil {
+	b, err := byteArray(raw, dst[:0])
+	if err != nil {
 		d.fail(name, "%v", err)
 		return
 	}
 	if len(b) != len(dst) {
 		d.fail(name, "%d bytes, want %d", len(b), len(dst))
-		return
 	}
-	copy(dst, b)
+}
+
+// byteArray parses a JSON array of integers 0..255, appending to dst. It
+// is what encoding/json would do for []byte, an order of magnitude faster;
+// the input has already been checked to be valid JSON. Like serde for u8,
+// it takes only plain integers: no fraction, exponent or sign.
+func byteArray(raw []byte, dst []byte) ([]byte, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) < 2 || raw[0] != '[' || raw[len(raw)-1] != ']' {
+		return nil, fmt.Errorf("want an array of bytes")
+	}
+	raw = bytes.TrimSpace(raw[1 : len(raw)-1])
+	if len(raw) == 0 {
+		return dst, nil
+	}
+	for {
+		i, v := 0, 0
+		for i < len(raw) && raw[i] >= '0' && raw[i] <= '9' {
+			v = v*10 + int(raw[i]-'0')
+			i++
+			if v > 255 {
+				return nil, fmt.Errorf("array element is not a byte (0..255)")
+			}
+		}
+		if i == 0 || (i > 1 && raw[0] == '0') {
+			return nil, fmt.Errorf("array element is not a byte (0..255)")
+		}
+		dst = append(dst, byte(v))
+		raw = bytes.TrimLeft(raw[i:], " \t\r\n")
+		if len(raw) == 0 {
+			return dst, nil
+		}
+		if raw[0] != ',' {
+			return nil, fmt.Errorf("array element is not a byte (0..255)")
+		}
+		raw = bytes.TrimLeft(raw[1:], " \t\r\n")
+	}
 }
 
 func (d *decoder) object(name string) (object, bool) {

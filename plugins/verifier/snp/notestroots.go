@@ -1,0 +1,11 @@
+//go:build !kbs_snp_test_roots
+
+package snp
+
+import libsnp "github.com/gokbs/kbs/plugins/lib/snp"
+
+// testSettings is empty in a release build: no setting can replace AMD's
+// roots.
+type testSettings struct{}
+
+func (testSettings) apply(*libsnp.Verifier) error { return nil }
