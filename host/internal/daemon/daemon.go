@@ -35,7 +35,7 @@ type Daemon struct {
 	cfg      *config.Config
 	log      hclog.Logger
 	plugins  *plugins.Manager
-	sessions *session.Memory
+	sessions session.Store
 	server   *http.Server
 	closers  []func()
 }
@@ -68,15 +68,23 @@ func New(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, er
 	if err != nil {
 		return nil, err
 	}
-	d.sessions = session.NewMemory(cfg.Session.MaxSessions, time.Minute)
-	d.closers = append(d.closers, d.sessions.Close)
+	rc, err := openRedis(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	if rc != nil {
+		d.closers = append(d.closers, func() { _ = rc.Close() })
+	}
+	var closeSessions func()
+	d.sessions, closeSessions = newSessions(cfg, rc)
+	d.closers = append(d.closers, closeSessions)
 
 	audit, closeAudit, err := auditLogger(cfg, log)
 	if err != nil {
 		return nil, err
 	}
 	d.closers = append(d.closers, closeAudit)
-	pol, err := newPolicies(ctx, cfg, log)
+	pol, err := newPolicies(ctx, cfg, rc, log)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +105,7 @@ func New(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, er
 	}
 	srv := &api.Server{
 		Protocol: svc,
-		Ready:    d.plugins.Ready,
+		Ready:    d.readiness(pol),
 		Admin:    adm,
 		MaxBody:  int64(cfg.HTTPServer.PayloadRequestSize) << 20,
 		Log:      log.Named("api"),
@@ -129,6 +137,9 @@ func (d *Daemon) tokenVerifier(ctx context.Context) (*tokens.Verifier, error) {
 			CertPaths:         at.TrustedCertsPaths,
 			InsecureHeaderJWK: at.InsecureHeaderJWK,
 			Leeway:            at.Leeway,
+			HTTPClient:        &http.Client{Timeout: at.JWKSTimeout},
+			MinRefresh:        at.JWKSMinRefresh,
+			MaxAge:            at.JWKSMaxAge,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("attestation_token: %w", err)
