@@ -77,6 +77,10 @@ func (s *Service) GetResource(ctx context.Context, cred Credentials, p resource.
 	}
 	d, err := s.ResourcePolicy.Allow(ctx, claims, "resource", []string{p.Repo, p.Type, p.Tag}, query)
 	if err != nil {
+		if sdk.ClassOf(err) == sdk.ClassUnavailable {
+			// The shared store is down and the policy may be stale.
+			return nil, kbserr.New(kbserr.Unavailable, kbserr.PolicyEngineError, "resource policy: %v", err)
+		}
 		return nil, kbserr.New(kbserr.Internal, kbserr.PolicyDeny, "resource policy: %v", err)
 	}
 	if !d.Allowed {
