@@ -44,7 +44,8 @@ type ownKeys struct {
 // would accept no token, which is refused.
 func New(ctx context.Context, external *tokenverify.Verifier, issuer IssuerSource, extraPaths []string, leeway time.Duration) (*Verifier, error) {
 	if external == nil && issuer == nil {
-		return nil, errors.New("the broker would trust no attestation token: configure a token plugin or [attestation_token] trust")
+		return nil, errors.New("the broker would trust no attestation token: configure a token issuer ([plugins.token]), " +
+			"or, for a passport-mode broker, the issuers it trusts ([attestation_token] trusted_certs_paths or trusted_jwk_sets)")
 	}
 	v := &Verifier{external: external, issuer: issuer, extraPaths: extraPaths, leeway: leeway, minRefresh: time.Second}
 	if issuer != nil {
