@@ -24,10 +24,11 @@ func StartInProcess(ctx context.Context, opts *servecore.Options) (*Client, erro
 	if err != nil {
 		return nil, fmt.Errorf("in-process plugin: %w", err)
 	}
-	srv := grpc.NewServer()
+	srv := wire.NewServer(nil)
 	wire.Register(srv, opts.Impl())
 	go func() { _ = srv.Serve(lis) }()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(lis.Addr().String(),
+		append(wire.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		srv.Stop()
 		return nil, fmt.Errorf("in-process plugin: %w", err)

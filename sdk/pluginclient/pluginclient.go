@@ -91,6 +91,7 @@ func Start(ctx context.Context, cfg Config) (*Client, error) {
 		StartTimeout:     cfg.StartTimeout,
 		Logger:           cfg.Logger,
 		SecureConfig:     &plugin.SecureConfig{Checksum: cfg.SHA256, Hash: sha256.New()},
+		GRPCDialOptions:  wire.DialOptions(),
 	})
 	c, err := connect(ctx, gp)
 	if err != nil {

@@ -20,7 +20,7 @@ func Serve(opts Options) {
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: wire.Handshake,
 		Plugins:         wire.PluginSet(opts.Impl()),
-		GRPCServer:      plugin.DefaultGRPCServer,
+		GRPCServer:      wire.NewServer,
 		Logger:          sdk.Logger(),
 	})
 	os.Exit(0)

@@ -76,7 +76,7 @@ func fromStatus(ctx context.Context, err error) error {
 func guard(ctx context.Context, f func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			sdk.Logger().Error("plugin panicked", "panic", r)
+			sdk.Logger().Error("plugin panicked", "panic", r, "request_id", sdk.RequestID(ctx))
 			err = toStatus(sdk.Internal("plugin panicked while handling the call"))
 		}
 	}()
