@@ -245,11 +245,20 @@ func (v *Verifier) keysFor(ctx context.Context, hdr jose.Header) ([]crypto.Publi
 			return []crypto.PublicKey{jwk.Key}, nil
 		}
 		if v.roots != nil {
-			chains, err := hdr.Certificates(x509.VerifyOptions{
+			opts := x509.VerifyOptions{
 				Roots:       v.roots,
 				CurrentTime: v.now(),
 				KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
-			})
+			}
+			var chains [][]*x509.Certificate
+			var err error
+			if len(jwk.Certificates) > 0 {
+				// trustee's issuers put the chain in the header jwk's own
+				// x5c (go-jose has checked that x5c[0] holds the jwk's key).
+				chains, err = verifyChain(jwk.Certificates, opts)
+			} else {
+				chains, err = hdr.Certificates(opts)
+			}
 			switch {
 			case errors.Is(err, jose.ErrMissingX5cHeader):
 				// Not x5c-anchored; a trusted key set may still hold it.
@@ -293,6 +302,15 @@ func (v *Verifier) keysFor(ctx context.Context, hdr jose.Header) ([]crypto.Publi
 		return nil, fmt.Errorf("%w: no trusted %s key with kid %q", ErrInvalidToken, alg, hdr.KeyID)
 	}
 	return keys, nil
+}
+
+// verifyChain verifies certs (leaf first) up to the trusted roots.
+func verifyChain(certs []*x509.Certificate, opts x509.VerifyOptions) ([][]*x509.Certificate, error) {
+	opts.Intermediates = x509.NewCertPool()
+	for _, c := range certs[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	return certs[0].Verify(opts)
 }
 
 // usable reports whether k is a public key that can verify alg.

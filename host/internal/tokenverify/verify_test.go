@@ -158,6 +158,13 @@ func newLeaf(pub crypto.PublicKey, parent *x509.Certificate, parentKey *ecdsa.Pr
 	return must(x509.ParseCertificate(der))
 }
 
+// jwkChain is a header whose jwk carries the chain as its own x5c.
+func jwkChain(pub crypto.PublicKey, chain ...*x509.Certificate) map[string]any {
+	j := jwkJSON(pub, "ES256")
+	j["x5c"] = x5c(chain...)
+	return map[string]any{"jwk": j}
+}
+
 func x5c(certs ...*x509.Certificate) []string {
 	var out []string
 	for _, c := range certs {
@@ -395,6 +402,12 @@ func TestVerifyX5C(t *testing.T) {
 		{"jwk without x5c", sign("ES256", f.ec, hdr(&f.ec.PublicKey), good), false},
 		{"x5c not std base64", sign("ES256", f.ec, map[string]any{"jwk": jwkJSON(&f.ec.PublicKey, "ES256"), "x5c": []string{"!!"}}, good), false},
 		{"kid only", sign("ES256", f.ec, kid("k1"), good), false},
+		// trustee's issuers put x5c inside the header jwk.
+		{"jwk x5c to trusted root", sign("ES256", f.ec, jwkChain(&f.ec.PublicKey, leaf, f.inter), good), true},
+		{"jwk x5c to an untrusted root", sign("ES256", f.ec, jwkChain(&f.ec.PublicKey, untrustedLeaf, f.inter2), good), false},
+		{"jwk x5c missing intermediate", sign("ES256", f.ec, jwkChain(&f.ec.PublicKey, leaf), good), false},
+		{"jwk x5c expired leaf", sign("ES256", f.ec, jwkChain(&f.ec.PublicKey, expiredLeaf, f.inter), good), false},
+		{"jwk x5c[0] is another key", sign("ES256", f.ec, jwkChain(&f.ec.PublicKey, otherLeaf, f.inter), good), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
