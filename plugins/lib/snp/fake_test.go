@@ -108,6 +108,9 @@ func TestFakeEvidence(t *testing.T) {
 		{name: "CHIP_ID of another chip", report: snptest.Report{ChipID: &otherChip}, class: sdk.ClassBadEvidence, msg: "CHIP_ID"},
 		{name: "VLEK-signed without the VLEK", report: snptest.Report{VLEK: true}, certs: func(s *snptest.Signer) []snp.Cert { return s.Certs(false) }, class: sdk.ClassBadEvidence, msg: "VLEK-signed"},
 		{name: "VCEK-signed with only the VLEK", certs: func(s *snptest.Signer) []snp.Cert { return s.Certs(true) }, class: sdk.ClassBadEvidence, msg: "VCEK-signed"},
+		{name: "VLEK certificate in the VCEK slot", certs: func(s *snptest.Signer) []snp.Cert {
+			return []snp.Cert{{Type: snp.CertVCEK, Data: s.Certs(true)[0].Data}}
+		}, class: sdk.ClassBadEvidence, msg: `want "SEV-VCEK"`},
 		{name: "VCEK certificate garbled", certs: func(s *snptest.Signer) []snp.Cert {
 			return []snp.Cert{{Type: snp.CertVCEK, Data: []byte{0x30, 0x03, 1, 2, 3}}}
 		}, class: sdk.ClassBadEvidence, msg: "VCEK certificate"},

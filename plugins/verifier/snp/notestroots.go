@@ -9,3 +9,6 @@ import libsnp "github.com/gokbs/kbs/plugins/lib/snp"
 type testSettings struct{}
 
 func (testSettings) apply(*libsnp.Verifier) error { return nil }
+
+// testRootsEnabled says whether this build accepts test_roots_pem.
+const testRootsEnabled = false

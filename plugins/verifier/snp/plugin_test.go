@@ -171,7 +171,7 @@ func TestConfigure(t *testing.T) {
 		{"ftp KDS", `{"kds_base_url":"ftp://kds"}`, false},
 		{"KDS with query", `{"kds_base_url":"https://kds/?a=1"}`, false},
 		{"missing vcek_dir", `{"vcek_dir":"` + filepath.Join(dir, "nope") + `"}`, false},
-		{"test roots are not a release setting", `{"test_roots_pem":{}}`, false},
+		{"test roots only in a test build", `{"test_roots_pem":{}}`, testRootsEnabled},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

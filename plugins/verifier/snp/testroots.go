@@ -25,3 +25,6 @@ func (t testSettings) apply(v *libsnp.Verifier) error {
 	}
 	return nil
 }
+
+// testRootsEnabled says whether this build accepts test_roots_pem.
+const testRootsEnabled = true
