@@ -4,6 +4,8 @@ go 1.26.8
 
 require github.com/gokbs/kbs/sdk v0.0.0
 
+require github.com/go-jose/go-jose/v4 v4.1.9 // indirect
+
 require (
 	github.com/emmansun/gmsm v0.15.5
 	github.com/fatih/color v1.13.0 // indirect
