@@ -8,7 +8,10 @@ import (
 	"encoding/pem"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/gokbs/kbs/sdk"
 )
 
 // Collateral is the raw verification collateral for one quote, in the
@@ -246,6 +249,21 @@ type checked struct {
 	expiry   []time.Time // every expiry date of the collateral
 	revoked  map[string]bool
 	crlsUsed bool
+	// crlIssuers are the PCK CAs whose signature on pckCRL has been
+	// checked (*x509.Certificate -> bool); the PCK CA is in the quote.
+	crlIssuers sync.Map
+}
+
+// checkPCKCRLIssuer checks that the PCK CRL is the one of ca.
+func (c *checked) checkPCKCRLIssuer(ca *x509.Certificate) error {
+	if ok, _ := c.crlIssuers.Load(ca); ok == true {
+		return nil
+	}
+	if !bytes.Equal(c.pckCRL.RawIssuer, ca.RawSubject) || c.pckCRL.CheckSignatureFrom(ca) != nil {
+		return sdk.Unavailable("DCAP collateral: the PCK CRL is not signed by %q", ca.Subject.CommonName)
+	}
+	c.crlIssuers.Store(ca, true)
+	return nil
 }
 
 // checkCollateral parses raw and verifies Intel's signatures on it: TCB info

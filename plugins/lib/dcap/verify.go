@@ -42,11 +42,23 @@ type Verifier struct {
 
 	mu      sync.Mutex
 	checked map[*Collateral]*checked
+	// chains caches verified PCK chains by their PEM: every quote of a
+	// platform carries the same chain, and parsing and verifying it is
+	// most of the cost of a verification.
+	chains map[string]*knownChain
 }
+
+type knownChain struct {
+	chain    *PCKChain
+	platform *PlatformInfo
+}
+
+// maxCached bounds the caches of verified chains and collateral.
+const maxCached = 4096
 
 // New returns a Verifier.
 func New(opts Options) *Verifier {
-	v := &Verifier{opts: opts, trusted: opts.Roots, checked: map[*Collateral]*checked{}}
+	v := &Verifier{opts: opts, trusted: opts.Roots, checked: map[*Collateral]*checked{}, chains: map[string]*knownChain{}}
 	if len(v.trusted) == 0 {
 		v.trusted = []*x509.Certificate{IntelRoot()}
 	}
@@ -116,14 +128,7 @@ func (v *Verifier) Verify(ctx context.Context, raw []byte) (*Result, error) {
 // VerifyQuote is Verify for a parsed quote.
 func (v *Verifier) VerifyQuote(ctx context.Context, q *Quote) (*Result, error) {
 	now := v.now()
-	chain, err := ParsePCKChain(q.PCKChain)
-	if err != nil {
-		return nil, err
-	}
-	if err := chain.verify(v.roots, v.trusted, now); err != nil {
-		return nil, err
-	}
-	platform, err := ParsePlatformInfo(chain.Leaf, chain.CA())
+	chain, platform, err := v.pckChain(q.PCKChain, now)
 	if err != nil {
 		return nil, err
 	}
@@ -153,6 +158,42 @@ func (v *Verifier) VerifyQuote(ctx context.Context, q *Quote) (*Result, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// pckChain parses and verifies a quote's PCK chain, or finds it verified
+// before; then only the validity period of its certificates depends on
+// the time, and is checked again.
+func (v *Verifier) pckChain(pemChain []byte, now time.Time) (*PCKChain, *PlatformInfo, error) {
+	v.mu.Lock()
+	k := v.chains[string(pemChain)]
+	v.mu.Unlock()
+	if k != nil {
+		for _, c := range []*x509.Certificate{k.chain.Leaf, k.chain.Intermediate, k.chain.Root} {
+			if now.Before(c.NotBefore) || now.After(c.NotAfter) {
+				return nil, nil, sdk.BadEvidence("PCK chain: %q is not valid at %s (valid %s to %s)", c.Subject.CommonName,
+					now.UTC().Format(time.RFC3339), c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))
+			}
+		}
+		return k.chain, k.platform, nil
+	}
+	chain, err := ParsePCKChain(pemChain)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := chain.verify(v.roots, v.trusted, now); err != nil {
+		return nil, nil, err
+	}
+	platform, err := ParsePlatformInfo(chain.Leaf, chain.CA())
+	if err != nil {
+		return nil, nil, err
+	}
+	v.mu.Lock()
+	if len(v.chains) >= maxCached {
+		clear(v.chains)
+	}
+	v.chains[string(pemChain)] = &knownChain{chain: chain, platform: platform}
+	v.mu.Unlock()
+	return chain, platform, nil
 }
 
 // verifySignatures checks the QE report signature, the attestation key
@@ -198,7 +239,7 @@ func (v *Verifier) check(raw *Collateral, req Request) (*checked, error) {
 	v.mu.Lock()
 	// Sources hand out a new *Collateral only when it changed; bound the
 	// map anyway.
-	if len(v.checked) > 256 {
+	if len(v.checked) >= maxCached {
 		clear(v.checked)
 	}
 	v.checked[raw] = c
@@ -213,10 +254,10 @@ func (v *Verifier) evaluate(q *Quote, chain *PCKChain, p *PlatformInfo, c *check
 	issue := append([]time.Time{chain.Leaf.NotBefore, chain.Intermediate.NotBefore, chain.Root.NotBefore}, c.issue...)
 	expiry := append([]time.Time{chain.Leaf.NotAfter, chain.Intermediate.NotAfter, chain.Root.NotAfter}, c.expiry...)
 	if c.crlsUsed {
-		crl := c.pckCRL
-		if !bytes.Equal(crl.RawIssuer, chain.Intermediate.RawSubject) || crl.CheckSignatureFrom(chain.Intermediate) != nil {
-			return nil, sdk.Unavailable("DCAP collateral: the PCK CRL is not signed by %q", chain.Intermediate.Subject.CommonName)
+		if err := c.checkPCKCRLIssuer(chain.Intermediate); err != nil {
+			return nil, err
 		}
+		crl := c.pckCRL
 		for _, e := range crl.RevokedCertificateEntries {
 			if e.SerialNumber.Cmp(chain.Leaf.SerialNumber) == 0 {
 				return nil, sdk.BadEvidence("PCK chain: the PCK certificate (serial %s) is revoked", chain.Leaf.SerialNumber)

@@ -338,3 +338,24 @@ func TestIntelRoot(t *testing.T) {
 		t.Errorf("embedded root: %s %s", r.Subject.CommonName, sum)
 	}
 }
+
+// TestChainCacheRechecksTime: a PCK chain verified once is cached, but
+// its validity is checked at every verification.
+func TestChainCacheRechecksTime(t *testing.T) {
+	now := testNow
+	v := dcap.New(dcap.Options{Roots: []*x509.Certificate{platform.Root}, Now: func() time.Time { return now }})
+	q := platform.TDXQuote(dcaptest.TDXOptions{})
+	for _, tc := range []struct {
+		now time.Time
+		ok  bool
+	}{{testNow, true}, {testNow.Add(400 * 24 * time.Hour), false}, {testNow.Add(-48 * time.Hour), false}, {testNow, true}} {
+		now = tc.now
+		_, err := v.Verify(context.Background(), q)
+		if (err == nil) != tc.ok {
+			t.Errorf("at %s: error %v, want success %v", now, err, tc.ok)
+		}
+		if err != nil {
+			wantClass(t, err, sdk.ClassBadEvidence)
+		}
+	}
+}

@@ -112,12 +112,12 @@ var specIDSignature = []byte("Spec ID Event03\x00")
 
 // Parse parses a crypto-agile event log. The log ends at the end of the
 // data or where the next eight bytes are all 0x00 or all 0xFF (the unused
-// part of a CCEL log area). The events' data is copied.
+// part of a CCEL log area). The Log refers to b: do not change b while
+// the Log is in use.
 func Parse(b []byte) (*Log, error) {
 	if len(b) > MaxSize {
 		return nil, fmt.Errorf("event log: %d bytes is more than %d", len(b), MaxSize)
 	}
-	b = bytes.Clone(b)
 	r := &reader{b: b}
 	r.u32("first event PCR index")
 	if typ := r.u32("first event type"); r.err == nil && typ != EvNoAction {
