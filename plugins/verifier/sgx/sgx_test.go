@@ -39,19 +39,10 @@ type env struct {
 func newEnv(t testing.TB, o dcaptest.CollateralOptions) *env {
 	t.Helper()
 	e := &env{p: dcaptest.New(dcaptest.Options{Now: testNow})}
-	dir := t.TempDir()
-	col := filepath.Join(dir, "collateral")
-	if err := os.Mkdir(col, 0o755); err != nil {
+	var err error
+	if e.config, err = e.p.WriteSettings(t.TempDir(), o); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.p.WriteCollateralDir(col, o); err != nil {
-		t.Fatal(err)
-	}
-	root := filepath.Join(dir, "root.pem")
-	if err := os.WriteFile(root, e.p.RootPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e.config, _ = json.Marshal(map[string]any{"collateral_dir": col, "root_ca_file": root})
 	return e
 }
 
@@ -75,6 +66,8 @@ func (e *env) verifier(t testing.TB) *Verifier {
 	return v
 }
 
+// evidenceJSON wraps a quote as the attester does; see also
+// dcaptest.Platform.SGXEvidence.
 func evidenceJSON(quote []byte) json.RawMessage {
 	b, _ := json.Marshal(map[string]any{"quote": base64.StdEncoding.EncodeToString(quote)})
 	return b
@@ -185,7 +178,7 @@ func TestConformance(t *testing.T) {
 	plugintest.VerifierConformance(t, testOptions(t), e.config, []plugintest.VerifierCase{
 		{
 			Name:    "bound quote",
-			Request: verifier.Request{TEE: TEE, Evidence: evidenceJSON(quote), ReportData: digest, HashAlgorithm: "sha384", InitDataDigest: initData},
+			Request: verifier.Request{TEE: TEE, Evidence: e.p.SGXEvidence(dcaptest.SGXOptions{ReportData: digest, ConfigID: initData}), ReportData: digest, HashAlgorithm: "sha384", InitDataDigest: initData},
 			Check: func(t *testing.T, c verifier.Claims) {
 				if c["report_data"] != hex.EncodeToString(dcap.Regularize(digest, 64)) || c["init_data"] != hex.EncodeToString(initData) ||
 					c["tcb_status"] != "UpToDate" {

@@ -42,18 +42,10 @@ type env struct {
 func newEnv(t testing.TB, o dcaptest.CollateralOptions) *env {
 	t.Helper()
 	e := &env{p: dcaptest.New(dcaptest.Options{Now: testNow}), dir: t.TempDir()}
-	col := filepath.Join(e.dir, "collateral")
-	if err := os.Mkdir(col, 0o755); err != nil {
+	var err error
+	if e.config, err = e.p.WriteSettings(e.dir, o); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.p.WriteCollateralDir(col, o); err != nil {
-		t.Fatal(err)
-	}
-	root := filepath.Join(e.dir, "root.pem")
-	if err := os.WriteFile(root, e.p.RootPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e.config, _ = json.Marshal(map[string]any{"collateral_dir": col, "root_ca_file": root})
 	return e
 }
 
@@ -245,7 +237,8 @@ func TestVerifyErrors(t *testing.T) {
 		})
 	}
 	t.Run("good evidence", func(t *testing.T) {
-		c, err := v.Verify(context.Background(), &verifier.Request{TEE: TEE, Evidence: evidenceJSON(good, log), ReportData: digest, InitDataDigest: initData})
+		ev := e.p.TDXEvidence(dcaptest.TDXOptions{ReportData: digest, MRConfigID: initData, RTMRs: rtmr}, log)
+		c, err := v.Verify(context.Background(), &verifier.Request{TEE: TEE, Evidence: ev, ReportData: digest, InitDataDigest: initData})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -20,6 +20,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -426,6 +427,49 @@ func (p *Platform) WriteCollateralDir(dir string, o CollateralOptions) error {
 		}
 	}
 	return nil
+}
+
+// WriteSettings prepares dir for a tdx or sgx verifier plugin that trusts
+// this platform: the collateral in dir/collateral, the root in
+// dir/root.pem. It returns the plugin settings that use them:
+// {"collateral_dir":…,"root_ca_file":…}.
+func (p *Platform) WriteSettings(dir string, o CollateralOptions) ([]byte, error) {
+	col := filepath.Join(dir, "collateral")
+	if err := os.MkdirAll(col, 0o755); err != nil {
+		return nil, err
+	}
+	if err := p.WriteCollateralDir(col, o); err != nil {
+		return nil, err
+	}
+	root := filepath.Join(dir, "root.pem")
+	if err := os.WriteFile(root, p.RootPEM(), 0o644); err != nil {
+		return nil, err
+	}
+	return json.Marshal(map[string]string{"collateral_dir": col, "root_ca_file": root})
+}
+
+// TDXEvidence is a TD quote as CoCo's TDX attester sends it:
+// {"quote":"<base64>","cc_eventlog":"<base64>"|null}.
+func (p *Platform) TDXEvidence(o TDXOptions, ccel []byte) []byte {
+	ev := map[string]any{"quote": base64.StdEncoding.EncodeToString(p.TDXQuote(o)), "cc_eventlog": nil}
+	if ccel != nil {
+		ev["cc_eventlog"] = base64.StdEncoding.EncodeToString(ccel)
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// SGXEvidence is an SGX quote as CoCo's SGX attester sends it:
+// {"quote":"<base64>"}.
+func (p *Platform) SGXEvidence(o SGXOptions) []byte {
+	b, err := json.Marshal(map[string]string{"quote": base64.StdEncoding.EncodeToString(p.SGXQuote(o))})
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
 
 func (p *Platform) defaults(o CollateralOptions) CollateralOptions {
