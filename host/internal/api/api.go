@@ -4,6 +4,8 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -13,10 +15,13 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/labstack/echo/v4"
+	"golang.org/x/time/rate"
 
 	"github.com/gokbs/kbs/host/internal/adminauth"
 	"github.com/gokbs/kbs/host/internal/kbserr"
+	"github.com/gokbs/kbs/host/internal/metrics"
 	"github.com/gokbs/kbs/host/internal/protocol"
+	"github.com/gokbs/kbs/sdk"
 )
 
 // ErrorTypePrefix starts the "type" of every error body, as trustee's does.
@@ -24,6 +29,11 @@ const ErrorTypePrefix = "https://github.com/confidential-containers/kbs/errors/"
 
 // CookieName is the session cookie of the protocol.
 const CookieName = "kbs-session-id"
+
+// RequestIDHeader carries a request's ID: taken from the request when it
+// is plain (sdk.ValidRequestID), else made here; echoed in the response,
+// logged, and passed into every plugin call the request makes.
+const RequestIDHeader = "X-Request-Id"
 
 // Readiness reports whether the broker can serve (plugins and stores up).
 type Readiness func() error
@@ -46,6 +56,12 @@ type Server struct {
 	Log     hclog.Logger
 	// Extra registers further routes (admin endpoints of later features).
 	Extra func(e *echo.Echo)
+	// Metrics, when set, counts requests and errors and serves /metrics.
+	Metrics *metrics.Metrics
+	// AuthLimit, when set, bounds the rate of /auth (session.auth_rate):
+	// beyond it auth answers 429, so that a flood cannot fill the session
+	// store faster than sessions expire.
+	AuthLimit *rate.Limiter
 }
 
 // Handler returns the HTTP handler.
@@ -54,9 +70,13 @@ func (s *Server) Handler() http.Handler {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.errorHandler
+	e.Use(s.observe)
 
 	e.GET("/healthz", func(c echo.Context) error { return c.NoContent(http.StatusOK) })
 	e.GET("/readyz", s.readyz)
+	if s.Metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(s.Metrics.Handler()))
+	}
 
 	g := e.Group("/kbs/v0")
 	g.POST("/auth", s.auth)
@@ -75,6 +95,38 @@ func (s *Server) Handler() http.Handler {
 	return e
 }
 
+// observe gives the request its ID, and counts and times it. Errors are
+// written here, so that the status is known when the request is counted.
+func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		r := c.Request()
+		id := r.Header.Get(RequestIDHeader)
+		if !sdk.ValidRequestID(id) {
+			id = newRequestID()
+		}
+		c.Response().Header().Set(RequestIDHeader, id)
+		c.SetRequest(r.WithContext(sdk.WithRequestID(r.Context(), id)))
+		if err := next(c); err != nil {
+			c.Error(err)
+		}
+		elapsed := time.Since(start)
+		s.Metrics.Request(c.Path(), r.Method, c.Response().Status, elapsed)
+		if s.Log != nil && s.Log.IsDebug() {
+			s.Log.Debug("request", "request_id", id, "method", r.Method, "route", c.Path(),
+				"status", c.Response().Status, "duration", elapsed)
+		}
+		return nil
+	}
+}
+
+// newRequestID returns 16 random bytes in hex.
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand never fails on Linux
+	return hex.EncodeToString(b[:])
+}
+
 func (s *Server) readyz(c echo.Context) error {
 	if s.Ready != nil {
 		if err := s.Ready(); err != nil {
@@ -91,7 +143,7 @@ func (s *Server) readBody(c echo.Context) ([]byte, error) {
 	if r.ContentLength > s.MaxBody {
 		return nil, tooLarge(s.MaxBody)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, s.MaxBody))
+	body, err := readAll(http.MaxBytesReader(c.Response(), r.Body, s.MaxBody), r.ContentLength)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -102,12 +154,45 @@ func (s *Server) readBody(c echo.Context) ([]byte, error) {
 	return body, nil
 }
 
+// preallocMax bounds the buffer made up front from a request's declared
+// Content-Length: larger bodies grow as their bytes arrive, so that a
+// client cannot make the broker hold memory for bytes it never sends.
+const preallocMax = 64 << 10
+
+// readAll is io.ReadAll with one allocation for the usual small body of
+// a known length.
+func readAll(r io.Reader, declared int64) ([]byte, error) {
+	if declared <= 0 || declared > preallocMax {
+		return io.ReadAll(r)
+	}
+	b := make([]byte, 0, declared+1) // +1: room to see EOF without growing
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
+}
+
 func tooLarge(limit int64) error {
 	return kbserr.New(kbserr.TooLarge, kbserr.PayloadTooLarge,
 		"request body larger than the limit of %d bytes (http_server.payload_request_size)", limit)
 }
 
 func (s *Server) auth(c echo.Context) error {
+	if s.AuthLimit != nil && !s.AuthLimit.Allow() {
+		s.Metrics.RateLimited()
+		c.Response().Header().Set("Retry-After", "1")
+		return kbserr.New(kbserr.RateLimited, kbserr.TooManyRequests,
+			"too many handshakes are starting (session.auth_rate); retry in a moment")
+	}
 	body, err := s.readBody(c)
 	if err != nil {
 		return err
@@ -151,10 +236,13 @@ func (s *Server) getResource(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	query := map[string]string{}
-	for k, v := range c.QueryParams() {
-		if len(v) > 0 {
-			query[k] = v[0]
+	var query map[string]string
+	if c.Request().URL.RawQuery != "" {
+		query = map[string]string{}
+		for k, v := range c.QueryParams() {
+			if len(v) > 0 {
+				query[k] = v[0]
+			}
 		}
 	}
 	resp, err := s.Protocol.GetResource(c.Request().Context(), credentials(c), p, query)
@@ -256,6 +344,7 @@ var kindStatus = map[kbserr.Kind]int{
 	kbserr.TooLarge:         http.StatusRequestEntityTooLarge,
 	kbserr.Unavailable:      http.StatusServiceUnavailable,
 	kbserr.MethodNotAllowed: http.StatusMethodNotAllowed,
+	kbserr.RateLimited:      http.StatusTooManyRequests,
 }
 
 // errorHandler writes every error, ours or the framework's, as KBS error
@@ -276,8 +365,10 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		ke = &kbserr.Error{Kind: kbserr.Internal, Variant: kbserr.InternalError, Detail: "internal error"}
 	}
 	status := kindStatus[ke.Kind]
+	s.Metrics.Error(ke.Variant)
 	if status >= 500 && s.Log != nil {
-		s.Log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "status", status, "error", err)
+		s.Log.Error("request failed", "request_id", c.Response().Header().Get(RequestIDHeader),
+			"method", c.Request().Method, "path", c.Request().URL.Path, "status", status, "error", err)
 	}
 	body, _ := json.Marshal(errorBody{Type: ErrorTypePrefix + ke.Variant, Detail: ke.Detail})
 	_ = c.JSONBlob(status, body)

@@ -41,6 +41,7 @@ type Config struct {
 	Policy           Policy           `koanf:"policy"`
 	Storage          Storage          `koanf:"storage"`
 	Log              Log              `koanf:"log"`
+	Debug            Debug            `koanf:"debug"`
 }
 
 // HTTPServer is the listener.
@@ -77,6 +78,20 @@ type Session struct {
 	// load balancer needs no sticky sessions). trustee's
 	// session_storage_type; the case of the value does not matter.
 	StorageType string `koanf:"storage_type"`
+	// AuthRate bounds new handshakes (POST /kbs/v0/auth) per second, over
+	// all clients; beyond it auth answers 429. With max_sessions it keeps
+	// a flood of auth calls from filling the session store. 0: no limit.
+	AuthRate float64 `koanf:"auth_rate"`
+	// AuthBurst is how many auth calls may come at once above AuthRate
+	// (a cluster scaling up starts many pods together).
+	AuthBurst int `koanf:"auth_burst"`
+}
+
+// Debug holds diagnostics that are off by default.
+type Debug struct {
+	// PprofListen, when set, serves Go's profiler (net/http/pprof) on this
+	// loopback address, apart from the broker's sockets.
+	PprofListen string `koanf:"pprof_listen"`
 }
 
 // AttestationToken says which token issuers are trusted (trustee's
@@ -183,7 +198,7 @@ func Default() Config {
 			WriteTimeout:       60 * time.Second,
 			MaxHeaderBytes:     1 << 20,
 		},
-		Session:          Session{Timeout: 5 * time.Minute, MaxSessions: 100000, StorageType: SessionMemory},
+		Session:          Session{Timeout: 5 * time.Minute, MaxSessions: 100000, StorageType: SessionMemory, AuthRate: 1000, AuthBurst: 2000},
 		AttestationToken: AttestationToken{Leeway: 60 * time.Second, JWKSTimeout: 10 * time.Second, JWKSMinRefresh: 30 * time.Second, JWKSMaxAge: 10 * time.Minute},
 		Storage:          Storage{StorageType: StorageBolt, KeyPrefix: "kbs:", Timeout: 2 * time.Second, RefreshInterval: time.Second},
 		Plugins:          Plugins{StartTimeout: 10 * time.Second, CallTimeout: 30 * time.Second},
@@ -283,6 +298,19 @@ func (c *Config) Validate() error {
 	}
 	if c.Session.Timeout <= 0 {
 		errs = append(errs, errors.New("session.timeout must be positive"))
+	}
+	if c.Session.AuthRate < 0 {
+		errs = append(errs, errors.New("session.auth_rate must be 0 (no limit) or a positive rate per second"))
+	}
+	if c.Session.AuthRate > 0 && c.Session.AuthBurst < 1 {
+		errs = append(errs, errors.New("session.auth_burst must be at least 1 when session.auth_rate is set"))
+	}
+	if a := c.Debug.PprofListen; a != "" {
+		if host, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("debug.pprof_listen: %q: %w", a, err))
+		} else if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			errs = append(errs, fmt.Errorf("debug.pprof_listen: %q is not a loopback address: the profiler must not be reachable from the network", a))
+		}
 	}
 	if c.Session.MaxSessions <= 0 {
 		errs = append(errs, errors.New("session.max_sessions must be positive"))

@@ -21,6 +21,7 @@ import (
 	"github.com/gokbs/kbs/host/internal/adminauth"
 	"github.com/gokbs/kbs/host/internal/api"
 	"github.com/gokbs/kbs/host/internal/config"
+	"github.com/gokbs/kbs/host/internal/metrics"
 	"github.com/gokbs/kbs/host/internal/plugins"
 	"github.com/gokbs/kbs/host/internal/protocol"
 	"github.com/gokbs/kbs/host/internal/session"
@@ -53,11 +54,13 @@ func New(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, er
 	if err != nil {
 		return nil, err
 	}
+	m := metrics.New()
 	d.plugins, err = plugins.New(ctx, plugins.Options{
 		Dir:          cfg.Plugins.Dir,
 		StartTimeout: cfg.Plugins.StartTimeout,
 		CallTimeout:  cfg.Plugins.CallTimeout,
 		Logger:       log,
+		OnCall:       m.PluginCall,
 	}, specs)
 	if err != nil {
 		return nil, fmt.Errorf("starting plugins: %w", err)
@@ -78,6 +81,7 @@ func New(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, er
 	var closeSessions func()
 	d.sessions, closeSessions = newSessions(cfg, rc)
 	d.closers = append(d.closers, closeSessions)
+	d.watch(m)
 
 	audit, closeAudit, err := auditLogger(cfg, log)
 	if err != nil {
@@ -102,14 +106,17 @@ func New(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, er
 		SessionTimeout: cfg.Session.Timeout,
 		Log:            log.Named("protocol"),
 		Audit:          audit,
+		Observe:        m,
 	}
 	srv := &api.Server{
-		Protocol: svc,
-		Ready:    d.readiness(pol),
-		Admin:    adm,
-		MaxBody:  int64(cfg.HTTPServer.PayloadRequestSize) << 20,
-		Log:      log.Named("api"),
-		Extra:    adm.Routes,
+		Protocol:  svc,
+		Ready:     d.readiness(pol),
+		Admin:     adm,
+		MaxBody:   int64(cfg.HTTPServer.PayloadRequestSize) << 20,
+		Log:       log.Named("api"),
+		Extra:     adm.Routes,
+		Metrics:   m,
+		AuthLimit: authLimiter(cfg),
 	}
 	d.server = &http.Server{
 		Handler:           srv.Handler(),
@@ -237,6 +244,12 @@ func (d *Daemon) Listen() ([]net.Listener, error) {
 			return nil, fmt.Errorf("listening on %s: %w", addr, err)
 		}
 		lns = append(lns, ln)
+	}
+	if err := d.listenPprof(); err != nil {
+		for _, l := range lns {
+			_ = l.Close()
+		}
+		return nil, err
 	}
 	if !d.cfg.HTTPServer.InsecureHTTP {
 		cert, err := tls.LoadX509KeyPair(d.cfg.HTTPServer.Certificate, d.cfg.HTTPServer.PrivateKey)

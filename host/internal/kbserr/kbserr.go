@@ -23,6 +23,7 @@ const (
 	TooLarge                     // 413
 	Unavailable                  // 503: a plugin or store is down
 	MethodNotAllowed             // 405
+	RateLimited                  // 429: too many requests; retry later
 )
 
 // Variants: trustee's names where the meaning matches, so that clients and
@@ -46,6 +47,7 @@ const (
 	TokenVerifierError    = "TokenVerifierError"
 	PayloadTooLarge       = "PayloadTooLarge"
 	MethodNotAllowedError = "MethodNotAllowed"
+	TooManyRequests       = "TooManyRequests"
 	InternalError         = "InternalError"
 )
 

@@ -54,6 +54,9 @@ type Options struct {
 	// Logger is the host's logger; each plugin logs to a sub-logger named
 	// plugin.<kind>.<name>. Default: discard.
 	Logger hclog.Logger
+	// OnCall, when set, is told of every call into a plugin ("verifier/sample",
+	// "Verify") once it returns, for metrics. It must be fast.
+	OnCall func(plugin, method string, elapsed time.Duration, err error)
 }
 
 func (o Options) withDefaults() Options {
@@ -137,6 +140,7 @@ type managed struct {
 	path        string
 	log         hclog.Logger
 	callTimeout time.Duration
+	onCall      func(plugin, method string, elapsed time.Duration, err error)
 	// teeTypes are those of the first start, sorted; the dispatch table is
 	// built from them, so a restarted verifier must declare the same.
 	teeTypes []string
@@ -244,6 +248,7 @@ func (m *Manager) newManaged(s Spec) *managed {
 		path:        filepath.Join(m.opts.Dir, BinaryName(s.Kind, s.Name)),
 		log:         m.opts.Logger.Named("plugin." + s.Kind + "." + s.Name),
 		callTimeout: m.opts.CallTimeout,
+		onCall:      m.opts.OnCall,
 		nudge:       make(chan struct{}, 1),
 	}
 	switch s.Kind {

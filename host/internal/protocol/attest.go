@@ -171,15 +171,24 @@ func (s *Service) appraiseOne(ctx context.Context, p evidencePiece, initData *rc
 	}
 	claims, err := v.Verify(ctx, req)
 	if err != nil {
+		s.observeAttestation(p.tee, "failed")
 		return token.Appraisal{}, kbserr.From(fmt.Errorf("%s evidence: %w", p.tee, err), kbserr.AttestationError)
 	}
 	input := annotatedEvidence(p, claims, initData)
 	appraisal, err := s.Appraiser.Appraise(ctx, TEEClass(p.tee), input)
 	if err != nil {
+		s.observeAttestation(p.tee, "failed")
 		return token.Appraisal{}, kbserr.From(fmt.Errorf("attestation policy: %w", err), kbserr.AttestationError)
 	}
+	s.observeAttestation(p.tee, appraisal.Status)
 	appraisal.AnnotatedEvidence = input
 	return appraisal, nil
+}
+
+func (s *Service) observeAttestation(tee, status string) {
+	if s.Observe != nil {
+		s.Observe.Attestation(tee, status)
+	}
 }
 
 // annotatedEvidence arranges claims as trustee's token carries them: the

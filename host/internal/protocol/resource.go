@@ -84,7 +84,10 @@ func (s *Service) GetResource(ctx context.Context, cred Credentials, p resource.
 		return nil, kbserr.New(kbserr.Internal, kbserr.PolicyDeny, "resource policy: %v", err)
 	}
 	if !d.Allowed {
-		s.audit("resource denied", "path", p.String(), "policy", d.PolicyID, "subject", subject(claims))
+		if s.Observe != nil {
+			s.Observe.Resource(false)
+		}
+		s.audit(ctx, "resource denied", "path", p.String(), "policy", d.PolicyID, "subject", subject(claims))
 		return nil, kbserr.New(kbserr.Forbidden, kbserr.PolicyDeny, "resource policy denies %s", p)
 	}
 	keyJSON, err := s.Tokens.TEEPubKey(claims)
@@ -111,7 +114,10 @@ func (s *Service) GetResource(ctx context.Context, cred Credentials, p resource.
 	if err != nil {
 		return nil, kbserr.New(kbserr.Unauthenticated, kbserr.JweError, "encrypting to the TEE key: %v", err)
 	}
-	s.audit("resource released", "path", p.String(), "policy", d.PolicyID, "subject", subject(claims))
+	if s.Observe != nil {
+		s.Observe.Resource(true)
+	}
+	s.audit(ctx, "resource released", "path", p.String(), "policy", d.PolicyID, "subject", subject(claims))
 	return resp, nil
 }
 
@@ -142,8 +148,11 @@ func (s *Service) DeleteResource(ctx context.Context, p resource.Path) error {
 	return nil
 }
 
-func (s *Service) audit(msg string, kv ...any) {
+func (s *Service) audit(ctx context.Context, msg string, kv ...any) {
 	if s.Audit != nil {
+		if id := sdk.RequestID(ctx); id != "" {
+			kv = append(kv, "request_id", id)
+		}
 		s.Audit.Info(msg, kv...)
 	}
 }

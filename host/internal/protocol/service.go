@@ -54,6 +54,15 @@ type ResourcePolicy interface {
 	Allow(ctx context.Context, claims map[string]any, plugin string, path []string, query map[string]string) (Decision, error)
 }
 
+// Observer is told the protocol's outcomes (metrics).
+type Observer interface {
+	// Attestation: one piece of evidence of tee was appraised with an EAR
+	// status, or "failed" when it was rejected.
+	Attestation(tee, status string)
+	// Resource: the resource policy released or denied a resource.
+	Resource(released bool)
+}
+
 // Service runs the protocol.
 type Service struct {
 	Plugins        Plugins
@@ -65,6 +74,8 @@ type Service struct {
 	Log            hclog.Logger
 	// Audit receives one line per resource release or denial.
 	Audit hclog.Logger
+	// Observe, when set, is told of appraisals and resource decisions.
+	Observe Observer
 	now   func() time.Time
 }
 

@@ -14,7 +14,14 @@ type Memory struct {
 	now      func() time.Time
 	stop     chan struct{}
 	stopOnce sync.Once
+	// lastFullSweep is when Create last swept because the store was full.
+	lastFullSweep time.Time
 }
+
+// fullSweepEvery bounds how often Create sweeps a full store: a sweep walks
+// every session under the lock, and an auth flood against a full store
+// must not pay that walk on every refused call.
+const fullSweepEvery = time.Second
 
 type entry struct {
 	s        Session
@@ -71,9 +78,14 @@ func (m *Memory) Create(_ context.Context, s *Session) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.sessions) >= m.max {
-		// Expired sessions still count until swept; sweep once inline
-		// before refusing, so a burst after a quiet period is not refused.
+		// Expired sessions still count until swept; sweep inline (at most
+		// once per fullSweepEvery) before refusing, so a burst after a
+		// quiet period is not refused.
 		now := m.now()
+		if now.Sub(m.lastFullSweep) < fullSweepEvery {
+			return ErrFull
+		}
+		m.lastFullSweep = now
 		for id, e := range m.sessions {
 			if !now.Before(e.s.ExpiresAt) {
 				delete(m.sessions, id)
