@@ -76,7 +76,7 @@ type Service struct {
 	Audit hclog.Logger
 	// Observe, when set, is told of appraisals and resource decisions.
 	Observe Observer
-	now   func() time.Time
+	now     func() time.Time
 }
 
 func (s *Service) clock() time.Time {
