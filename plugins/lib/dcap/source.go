@@ -3,6 +3,7 @@ package dcap
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -50,17 +51,21 @@ const maxResponse = 4 << 20
 //	tcb-signing-chain.pem             Intel SGX TCB Signing certificate(s)
 //	pckcrl-{platform,processor}.der   PCK CRLs (DER, PEM or hex)
 //	rootcacrl.der                     Intel SGX Root CA CRL
-const SigningChainFile = "tcb-signing-chain.pem"
+const (
+	SigningChainFile = "tcb-signing-chain.pem"
+	RootCRLFile      = "rootcacrl.der"
+)
 
-// TCBInfoFile, QEIdentityFile, PCKCRLFile and RootCRLFile name collateral
-// files in a collateral directory.
+// TCBInfoFile names the TCB info of an FMSPC in a collateral directory.
 func TCBInfoFile(tdx bool, fmspc string) string {
 	return "tcbinfo-" + Request{TDX: tdx}.tee() + "-" + strings.ToUpper(fmspc) + ".json"
 }
-func QEIdentityFile(tdx bool) string { return "qeidentity-" + Request{TDX: tdx}.tee() + ".json" }
-func PCKCRLFile(ca string) string    { return "pckcrl-" + ca + ".der" }
 
-const RootCRLFile = "rootcacrl.der"
+// QEIdentityFile names the QE identity in a collateral directory.
+func QEIdentityFile(tdx bool) string { return "qeidentity-" + Request{TDX: tdx}.tee() + ".json" }
+
+// PCKCRLFile names the CRL of a PCK CA ("platform" or "processor").
+func PCKCRLFile(ca string) string { return "pckcrl-" + ca + ".der" }
 
 // Store is a Source that reads collateral from a directory, or fetches it
 // from a PCS or PCCS and keeps it in memory and, optionally, in a cache
@@ -104,6 +109,13 @@ var errNoCollateral = errors.New("collateral not available")
 // was fetched before (or is on disk) is returned even if it has expired, and
 // the Verifier decides.
 func (s *Store) Collateral(ctx context.Context, req Request) (*Collateral, error) {
+	// Both end up in file names and URLs.
+	if _, err := hex.DecodeString(req.FMSPC); err != nil || len(req.FMSPC) != 12 {
+		return nil, sdk.InvalidArgument("DCAP collateral: FMSPC %q is not 6 hex bytes", req.FMSPC)
+	}
+	if req.CA != caPlatform && req.CA != caProcessor {
+		return nil, sdk.InvalidArgument("DCAP collateral: PCK CA %q is not %q or %q", req.CA, caPlatform, caProcessor)
+	}
 	c := &Collateral{}
 	var err error
 	var tiChain, qeChain []byte

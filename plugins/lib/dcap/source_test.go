@@ -212,8 +212,8 @@ func TestStoreErrors(t *testing.T) {
 		store *dcap.Store
 		req   dcap.Request
 	}{
-		"unknown FMSPC":          {&dcap.Store{URL: srv.URL, Client: srv.Client()}, dcap.Request{TDX: true, FMSPC: "AABBCCDDEEFF", CA: "platform"}},
-		"unknown CA":             {&dcap.Store{URL: srv.URL, Client: srv.Client()}, dcap.Request{TDX: true, FMSPC: "00906ED50000", CA: "other", CRLs: true}},
+		"unknown FMSPC": {&dcap.Store{URL: srv.URL, Client: srv.Client()}, dcap.Request{TDX: true, FMSPC: "AABBCCDDEEFF", CA: "platform"}},
+
 		"no URL, no directory":   {&dcap.Store{}, req},
 		"empty directory":        {&dcap.Store{Dir: t.TempDir()}, req},
 		"unreachable, no cache":  {&dcap.Store{URL: "http://127.0.0.1:1", Client: &http.Client{Timeout: time.Second}}, req},
@@ -223,6 +223,16 @@ func TestStoreErrors(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			_, err := tc.store.Collateral(ctx, tc.req)
 			wantClass(t, err, sdk.ClassUnavailable)
+		})
+	}
+	for name, req := range map[string]dcap.Request{
+		"unknown CA":         {TDX: true, FMSPC: "00906ED50000", CA: "other", CRLs: true},
+		"FMSPC with a slash": {TDX: true, FMSPC: "../../etc/x", CA: "platform"},
+		"FMSPC of 7 bytes":   {TDX: true, FMSPC: "00906ED5000000", CA: "platform"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := (&dcap.Store{Dir: t.TempDir()}).Collateral(ctx, req)
+			wantClass(t, err, sdk.ClassInvalidArgument)
 		})
 	}
 }
