@@ -61,6 +61,10 @@ func ParseEvidence(data []byte) (*Evidence, error) {
 	if len(data) > MaxEvidenceSize {
 		return nil, sdk.BadEvidence("snp evidence: %d bytes, more than the %d allowed", len(data), MaxEvidenceSize)
 	}
+	if !json.Valid(data) {
+		err := json.Unmarshal(data, new(json.RawMessage))
+		return nil, sdk.BadEvidence("snp evidence: %v", err)
+	}
 	top, err := decodeObject(data, "evidence")
 	if err != nil {
 		return nil, err
@@ -82,7 +86,7 @@ func ParseEvidence(data []byte) (*Evidence, error) {
 	return ev, nil
 }
 
-func decodeReport(raw json.RawMessage) (*Report, error) {
+func decodeReport(raw []byte) (*Report, error) {
 	o, err := decodeObject(raw, "attestation_report")
 	if err != nil {
 		return nil, err
@@ -133,12 +137,12 @@ func decodeReport(raw json.RawMessage) (*Report, error) {
 	return ParseReport(raw)
 }
 
-func decodeChain(raw json.RawMessage) ([]Cert, error) {
+func decodeChain(raw []byte) ([]Cert, error) {
 	if !startsWith(raw, '[') {
 		return nil, sdk.BadEvidence("snp evidence: cert_chain is not an array or null")
 	}
-	var entries []json.RawMessage
-	if err := json.Unmarshal(raw, &entries); err != nil {
+	entries, err := elements(raw)
+	if err != nil {
 		return nil, sdk.BadEvidence("snp evidence: cert_chain: %v", err)
 	}
 	if len(entries) > maxCerts {
@@ -175,10 +179,10 @@ func decodeChain(raw json.RawMessage) ([]Cert, error) {
 
 // decodeCertType reads serde's externally tagged enum: a unit variant is a
 // string, OTHER(uuid) is {"OTHER":"<uuid>"}.
-func decodeCertType(raw json.RawMessage) (CertType, string, error) {
+func decodeCertType(raw []byte) (CertType, string, error) {
 	if startsWith(raw, '"') {
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
+		s, err := jsonString(raw)
+		if err != nil {
 			return "", "", err
 		}
 		switch t := CertType(s); t {
@@ -187,13 +191,13 @@ func decodeCertType(raw json.RawMessage) (CertType, string, error) {
 		}
 		return "", "", fmt.Errorf("unknown certificate type %q", s)
 	}
-	var other map[string]string
-	if err := json.Unmarshal(raw, &other); err != nil || len(other) != 1 {
+	other, err := members(raw)
+	if err != nil || len(other) != 1 || !startsWith(other[string(CertOther)], '"') {
 		return "", "", fmt.Errorf("want a type name or {\"OTHER\":\"<uuid>\"}")
 	}
-	g, ok := other[string(CertOther)]
-	if !ok {
-		return "", "", fmt.Errorf("want a type name or {\"OTHER\":\"<uuid>\"}")
+	g, err := jsonString(other[string(CertOther)])
+	if err != nil {
+		return "", "", err
 	}
 	id, err := uuid.Parse(g)
 	if err != nil {
@@ -206,21 +210,21 @@ func decodeCertType(raw json.RawMessage) (CertType, string, error) {
 // would match them case-insensitively, which serde does not).
 type object struct {
 	path string
-	m    map[string]json.RawMessage
+	m    map[string][]byte
 }
 
 func decodeObject(raw []byte, path string) (object, error) {
 	if !startsWith(raw, '{') {
 		return object{}, sdk.BadEvidence("snp evidence: %s is not an object", path)
 	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
+	m, err := members(raw)
+	if err != nil {
 		return object{}, sdk.BadEvidence("snp evidence: %s: %v", path, err)
 	}
 	return object{path: path, m: m}, nil
 }
 
-func (o object) required(name string) (json.RawMessage, error) {
+func (o object) required(name string) ([]byte, error) {
 	v, ok := o.m[name]
 	if !ok {
 		return nil, sdk.BadEvidence("snp evidence: %s.%s is missing", o.path, name)
@@ -230,7 +234,7 @@ func (o object) required(name string) (json.RawMessage, error) {
 
 // optional returns a field that serde models as Option: absent and null
 // both mean None.
-func (o object) optional(name string) (json.RawMessage, bool) {
+func (o object) optional(name string) ([]byte, bool) {
 	v, ok := o.m[name]
 	if !ok || bytes.Equal(bytes.TrimSpace(v), []byte("null")) {
 		return nil, false
@@ -254,8 +258,8 @@ func (d *decoder) fail(name string, format string, args ...any) {
 	d.note(sdk.BadEvidence("snp evidence: %s.%s: %s", d.o.path, name, fmt.Sprintf(format, args...)))
 }
 
-// number reads an unsigned integer field; encoding/json rejects negative,
-// fractional and out-of-range values, as serde does.
+// number reads an unsigned integer field: plain digits in range, as serde
+// takes them.
 func number[T uint8 | uint32 | uint64](d *decoder, name string) T {
 	var v T
 	if d.err != nil {
@@ -266,10 +270,11 @@ func number[T uint8 | uint32 | uint64](d *decoder, name string) T {
 		d.note(err)
 		return v
 	}
-	if err := json.Unmarshal(raw, &v); err != nil {
+	n, ok := parseUint(raw, 8*sizeOf(v))
+	if !ok {
 		d.fail(name, "want an unsigned integer of %d bits, got %.40s", 8*sizeOf(v), raw)
 	}
-	return v
+	return T(n)
 }
 
 func optionalNumber[T uint8 | uint32 | uint64](d *decoder, name string) T {

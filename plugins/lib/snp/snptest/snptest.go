@@ -69,7 +69,9 @@ type Signer struct {
 	amd        *sevtest.AmdSigner
 }
 
-// NewSigner builds a test ARK, ASK, ASVK, VCEK and VLEK.
+// NewSigner builds a test ARK, ASK, ASVK, VCEK and VLEK. Do not call it
+// from concurrent goroutines: go-sev-guest's chain builder shares an
+// unsynchronized random source. A Signer itself is safe for concurrent use.
 func NewSigner(opts Options) (*Signer, error) {
 	gen := opts.Generation
 	if gen == "" {
