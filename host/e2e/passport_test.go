@@ -101,18 +101,19 @@ func writeFile(t testing.TB, path string, data []byte) {
 	}
 }
 
-// exampleConfig writes configs/passport/<name> with its paths moved under
-// base, its address replaced by addr and the given extra replacements, so
-// that the tests run the documented configurations.
+// exampleConfig writes configs/<name> with its paths moved under base,
+// its address replaced by addr and the given extra replacements, so that
+// the tests run the documented configurations.
 func exampleConfig(t *testing.T, name, base, addr string, repl ...string) string {
 	t.Helper()
 	root := repoRoot(t)
-	raw, err := os.ReadFile(filepath.Join(root, "configs", "passport", name))
+	raw, err := os.ReadFile(filepath.Join(root, "configs", filepath.FromSlash(name)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := strings.NewReplacer(
 		"/tmp/kbs-passport", base,
+		"/tmp/kbs-replicas", base,
 		`dir = "bin/plugins"`, `dir = "`+bins(t).pluginDir+`"`,
 		`"configs/passport/`, `"`+filepath.Join(root, "configs", "passport")+"/",
 		`"127.0.0.1:8080"`, `"`+addr+`"`,
@@ -120,16 +121,16 @@ func exampleConfig(t *testing.T, name, base, addr string, repl ...string) string
 	).Replace(string(raw))
 	for i := 0; i+1 < len(repl); i += 2 {
 		if !strings.Contains(s, repl[i]) {
-			t.Fatalf("configs/passport/%s has no %q to replace", name, repl[i])
+			t.Fatalf("configs/%s has no %q to replace", name, repl[i])
 		}
 		s = strings.ReplaceAll(s, repl[i], repl[i+1])
 	}
-	p := filepath.Join(base, strings.TrimSuffix(name, ".toml")+"-"+strings.ReplaceAll(addr, ":", "_")+".toml")
+	p := filepath.Join(base, strings.TrimSuffix(filepath.Base(name), ".toml")+"-"+strings.ReplaceAll(addr, ":", "_")+".toml")
 	writeFile(t, p, []byte(s))
 	return p
 }
 
-// startExample starts a broker from configs/passport/<name>.
+// startExample starts a broker from configs/<name>.
 func startExample(t *testing.T, name, base string, env []string, repl ...string) *broker {
 	t.Helper()
 	addr := freeAddr(t)
@@ -177,8 +178,8 @@ func TestPassportMode(t *testing.T) {
 	_ = os.Rename(keyPath, filepath.Join(base, "token.key"))
 	_ = os.Rename(chainPath, filepath.Join(base, "token-cert-chain.pem"))
 
-	b1 := startExample(t, "broker1.toml", base, nil)
-	b2 := startExample(t, "broker2.toml", base, []string{"KBS_ATTESTATION_TOKEN__LEEWAY=1s"})
+	b1 := startExample(t, "passport/broker1.toml", base, nil)
+	b2 := startExample(t, "passport/broker2.toml", base, []string{"KBS_ATTESTATION_TOKEN__LEEWAY=1s"})
 	const path = "default/key/passport"
 	writeFile(t, filepath.Join(base, "broker2", "repository", filepath.FromSlash(path)), []byte("passport secret"))
 
@@ -214,7 +215,7 @@ func TestPassportMode(t *testing.T) {
 	t.Run("x5c chain to another CA", func(t *testing.T) {
 		rogue := newCA(t, base, "rogue")
 		rk, rc := rogue.tokenSigner(t, base, "rogue-token")
-		b := startExample(t, "broker1.toml", base, nil,
+		b := startExample(t, "passport/broker1.toml", base, nil,
 			filepath.Join(base, "token.key"), rk, filepath.Join(base, "token-cert-chain.pem"), rc,
 			filepath.Join(base, "broker1"), filepath.Join(base, "rogue-broker"))
 		_, tok := handshake(t, b.URL, k)
@@ -241,7 +242,7 @@ func TestPassportMode(t *testing.T) {
 		}
 	})
 	t.Run("expired", func(t *testing.T) {
-		b := startExample(t, "broker1.toml", base, nil,
+		b := startExample(t, "passport/broker1.toml", base, nil,
 			`duration = "5m"`, `duration = "2s"`,
 			filepath.Join(base, "broker1"), filepath.Join(base, "short-broker"))
 		_, tok := handshake(t, b.URL, k)
@@ -261,7 +262,7 @@ func TestPassportMode(t *testing.T) {
 // and without a token issuer would accept no token; it must not start.
 func TestPassportRefusesToTrustNothing(t *testing.T) {
 	base := t.TempDir()
-	cfg := exampleConfig(t, "broker2.toml", base, freeAddr(t),
+	cfg := exampleConfig(t, "passport/broker2.toml", base, freeAddr(t),
 		`trusted_certs_paths = ["`+base+`/ca-cert.pem"]`, `trusted_certs_paths = []`)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -364,11 +365,11 @@ func TestPassportJWKS(t *testing.T) {
 	keyPath, chainPath := trusted.tokenSigner(t, base, "token")
 	_ = os.Rename(keyPath, filepath.Join(base, "token.key"))
 	_ = os.Rename(chainPath, filepath.Join(base, "token-cert-chain.pem"))
-	b1 := startExample(t, "broker1.toml", base, nil)
+	b1 := startExample(t, "passport/broker1.toml", base, nil)
 
 	js := newJWKSServer(t, jwksOf(t, filepath.Join(base, "token.key")))
 	js.stop() // down from the start: broker 2 has never seen the key
-	b2 := startExample(t, "broker2.toml", base,
+	b2 := startExample(t, "passport/broker2.toml", base,
 		[]string{"SSL_CERT_FILE=" + js.certPEM, "KBS_ATTESTATION_TOKEN__JWKS_MIN_REFRESH=1s", "KBS_ATTESTATION_TOKEN__JWKS_TIMEOUT=1s"},
 		`trusted_certs_paths = ["`+base+`/ca-cert.pem"]`, `trusted_jwk_sets = ["https://`+js.addr+`"]`)
 	const path = "default/key/jwks"

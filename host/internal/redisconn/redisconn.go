@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -111,6 +113,23 @@ func IsDown(err error) bool {
 		return false
 	}
 	return true
+}
+
+// Reason says in a few words why Redis could not be used, without the
+// address or the server's text: error details reach clients.
+func Reason(err error) string {
+	var re redis.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return "timed out"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.As(err, &re) && isLoading(re):
+		return "redis is loading its data"
+	case errors.Is(err, context.Canceled):
+		return "request cancelled"
+	}
+	return "unreachable"
 }
 
 func isLoading(re redis.Error) bool {

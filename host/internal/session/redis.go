@@ -172,7 +172,7 @@ func storeErr(op string, err error) error {
 		return nil
 	}
 	if redisconn.IsDown(err) {
-		return sdk.Unavailable("session store (redis) unavailable: %s: %w", op, err)
+		return sdk.Unavailable("session store (redis) unavailable: %s: %s", op, redisconn.Reason(err))
 	}
 	return fmt.Errorf("session store (redis): %s: %w", op, err)
 }

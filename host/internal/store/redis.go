@@ -170,7 +170,7 @@ func redisErr(op string, err error) error {
 		return nil
 	}
 	if redisconn.IsDown(err) {
-		return sdk.Unavailable("state store (redis) unavailable: %s: %w", op, err)
+		return sdk.Unavailable("state store (redis) unavailable: %s: %s", op, redisconn.Reason(err))
 	}
 	return sdk.Internal("state store (redis): %s: %w", op, err)
 }
