@@ -76,7 +76,9 @@ func (v *Verifier) now() time.Time {
 	return time.Now()
 }
 
-// Result is a verified quote and what verification learnt about it.
+// Result is a verified quote and what verification learnt about it. Chain
+// and Platform are shared by every result of the same platform: read them,
+// do not change them.
 type Result struct {
 	Quote    *Quote
 	Chain    *PCKChain
