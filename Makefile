@@ -15,7 +15,7 @@ MODULES := sdk host $(patsubst %/go.mod,%,$(wildcard plugins/*/*/go.mod))
 GOTEST_FLAGS ?= -count=1
 export GOFLAGS ?= -buildvcs=false
 
-.PHONY: all build host plugins manifest run test vet fmt proto clean
+.PHONY: all build host plugins manifest run test vet fmt proto clean new-plugin
 
 all: build
 
@@ -48,12 +48,16 @@ test: build
 		echo "== go test $$m"; \
 		(cd $$m && KBS_BIN_DIR=$(BIN) $(GO) test $(GOTEST_FLAGS) ./...); \
 	done
+	@echo "== go test sdk/examples/verifier-template (out of the workspace)"
+	(cd sdk/examples/verifier-template && GOWORK=off $(GO) test $(GOTEST_FLAGS) ./...)
 
 vet:
 	@set -e; for m in $(MODULES); do \
 		[ -n "$$(find $$m -name '*.go' -print -quit)" ] || continue; \
 		(cd $$m && $(GO) vet ./...); \
 	done
+	scripts/check-plugin-deps.sh
+	(cd sdk/examples/verifier-template && GOWORK=off $(GO) vet ./...)
 	@test -z "$$(gofmt -l sdk host plugins)" || { gofmt -l sdk host plugins; echo "gofmt needed"; exit 1; }
 
 fmt:
@@ -67,6 +71,10 @@ proto:
 		--go_out=sdk --go_opt=module=github.com/gokbs/kbs/sdk \
 		--go-grpc_out=sdk --go-grpc_opt=module=github.com/gokbs/kbs/sdk \
 		proto/kbs/plugin/v1/plugin.proto
+
+# A new plugin from the template: make new-plugin KIND=verifier NAME=acme [DIR=/path]
+new-plugin:
+	scripts/new-plugin.sh $(KIND) $(NAME) $(DIR)
 
 clean:
 	rm -rf $(BIN)
