@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/gokbs/kbs/sdk v0.0.0
+	github.com/google/go-sev-guest v0.15.0
 	github.com/google/uuid v1.6.0
 )
 
@@ -21,7 +22,6 @@ require (
 
 require (
 	github.com/fatih/color v1.13.0 // indirect
-	github.com/google/go-sev-guest v0.15.0
 	github.com/google/logger v1.1.1 // indirect
 	github.com/hashicorp/go-hclog v1.6.3 // indirect
 	github.com/mattn/go-colorable v0.1.12 // indirect
