@@ -46,6 +46,11 @@ const (
 )
 
 var (
+	// Create: the hash and its expiry (ARGV[1], Unix ms) in one step, so
+	// that no session outlives its end.
+	createScript = redis.NewScript(`redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+return 1`)
 	// ConsumeNonce: nil when the session is gone, 0 when its nonce was
 	// used (or it is attested), else the whole hash. HSETNX makes the
 	// consumption happen once; the script makes check and set one step.
@@ -62,16 +67,12 @@ return 1`)
 func (r *Redis) key(id string) string { return r.prefix + "session:" + id }
 
 func (r *Redis) Create(ctx context.Context, s *Session) error {
-	k := r.key(s.ID)
-	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, k,
-			fTEE, s.TEE, fNonce, s.Nonce, fHashAlg, s.HashAlg, fExtra, s.ExtraParams,
-			fExpires, strconv.FormatInt(s.ExpiresAt.UnixMilli(), 10),
-			fState, strconv.Itoa(int(s.State)), fToken, s.Token)
-		p.PExpireAt(ctx, k, s.ExpiresAt)
-		return nil
-	})
+	exp := strconv.FormatInt(s.ExpiresAt.UnixMilli(), 10)
+	err := createScript.Run(ctx, r.c, []string{r.key(s.ID)}, exp,
+		fTEE, s.TEE, fNonce, s.Nonce, fHashAlg, s.HashAlg, fExtra, s.ExtraParams,
+		fExpires, exp, fState, strconv.Itoa(int(s.State)), fToken, s.Token).Err()
 	if err != nil {
+		// Redis at maxmemory with noeviction refuses writes with OOM.
 		if strings.HasPrefix(err.Error(), "OOM ") {
 			return ErrFull
 		}

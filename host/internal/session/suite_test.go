@@ -181,3 +181,21 @@ func TestRedisDown(t *testing.T) {
 		t.Fatalf("session after Redis came back: %v", err)
 	}
 }
+
+// TestRedisFull: when Redis refuses writes for lack of memory (maxmemory
+// with noeviction), Create is ErrFull (auth answers 503, retry later).
+func TestRedisFull(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	r := newRedis(t, srv.URL)
+	ctx := context.Background()
+	if err := r.c.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.c.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	err := r.Create(ctx, &Session{ID: NewID(), ExpiresAt: time.Now().Add(time.Minute)})
+	if !errors.Is(err, ErrFull) {
+		t.Fatalf("Create on a full Redis: %v, want ErrFull", err)
+	}
+}
