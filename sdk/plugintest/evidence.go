@@ -16,29 +16,36 @@ const EvidenceEnv = "KBS_EVIDENCE_DIR"
 // missing, when neither exists: a plain clone has no evidence.
 func EvidenceDir(t testing.TB) string {
 	t.Helper()
+	dir, why := findEvidence()
+	if dir == "" {
+		t.Skip(why)
+	}
+	return dir
+}
+
+// findEvidence returns the evidence directory, or "" and why not.
+func findEvidence() (dir, why string) {
 	if d := os.Getenv(EvidenceEnv); d != "" {
 		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
-			return d
+			return d, ""
 		}
-		t.Skipf("real evidence not found: %s=%s is not a directory", EvidenceEnv, d)
+		return "", "real evidence not found: " + EvidenceEnv + "=" + d + " is not a directory"
 	}
-	dir, err := os.Getwd()
+	cwd, err := os.Getwd()
 	if err != nil {
-		t.Skipf("real evidence not found: %v", err)
+		return "", "real evidence not found: " + err.Error()
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			ev := filepath.Join(dir, "..", "shared", "evidence")
+	for d := cwd; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
+			ev := filepath.Join(d, "..", "shared", "evidence")
 			if fi, err := os.Stat(ev); err == nil && fi.IsDir() {
-				return ev
+				return ev, ""
 			}
-			t.Skipf("real evidence not found at %s; set %s to the evidence directory", ev, EvidenceEnv)
+			return "", "real evidence not found at " + ev + "; set " + EvidenceEnv + " to the evidence directory"
 		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skipf("real evidence not found: no go.work above the working directory; set %s", EvidenceEnv)
+		if filepath.Dir(d) == d {
+			return "", "real evidence not found: no go.work above the working directory; set " + EvidenceEnv
 		}
-		dir = parent
 	}
 }
 
@@ -49,6 +56,23 @@ func EvidenceFile(t testing.TB, rel string) []byte {
 	b, err := os.ReadFile(filepath.Join(EvidenceDir(t), rel))
 	if err != nil {
 		t.Fatalf("reading evidence %s: %v", rel, err)
+	}
+	return b
+}
+
+// EvidenceSeed reads one file of the real evidence for a fuzz target's
+// seed corpus, or returns nil when the evidence is absent: unlike a test, a
+// fuzz target still has its own seeds to run, so it is not skipped.
+func EvidenceSeed(f *testing.F, rel string) []byte {
+	f.Helper()
+	dir, why := findEvidence()
+	if dir == "" {
+		f.Log(why)
+		return nil
+	}
+	b, err := os.ReadFile(filepath.Join(dir, rel))
+	if err != nil {
+		f.Fatalf("reading evidence %s: %v", rel, err)
 	}
 	return b
 }

@@ -2,7 +2,6 @@ package cca
 
 import (
 	"crypto/elliptic"
-	"errors"
 	"testing"
 
 	"github.com/gokbs/kbs/sdk/plugintest"
@@ -16,7 +15,7 @@ func FuzzParseToken(f *testing.F) {
 	for _, cmw := range []bool{false, true} {
 		f.Add(minter{cpak: cpak, rak: rak, cmw: cmw}.mint(f, defaultPlatform(), defaultRealm(digest, initData)))
 	}
-	if real := realSeed(f, "cca/cca-example-token.cbor"); real != nil {
+	if real := plugintest.EvidenceSeed(f, "cca/cca-example-token.cbor"); real != nil {
 		f.Add(real)
 	}
 	s := &stores{anchors: map[string]trustAnchor{}, refs: map[string][]refValue{}}
@@ -39,24 +38,3 @@ func FuzzTokenBytes(f *testing.F) {
 		_, _ = tokenBytes(b)
 	})
 }
-
-// realSeed reads a file of the real evidence for a seed corpus, or returns
-// nil when the evidence is absent: unlike a test, a fuzz target still has
-// its generated seeds to run on, so it must not be skipped.
-func realSeed(f *testing.F, rel string) (b []byte) {
-	defer func() {
-		if r := recover(); r != nil && r != errAbsent {
-			panic(r)
-		}
-	}()
-	return plugintest.EvidenceFile(skipProbe{f}, rel)
-}
-
-var errAbsent = errors.New("evidence absent")
-
-// skipProbe turns plugintest's skip into a panic that realSeed recovers.
-type skipProbe struct{ testing.TB }
-
-func (skipProbe) Skip(...any)          { panic(errAbsent) }
-func (skipProbe) Skipf(string, ...any) { panic(errAbsent) }
-func (skipProbe) SkipNow()             { panic(errAbsent) }

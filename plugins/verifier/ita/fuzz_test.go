@@ -3,7 +3,6 @@ package ita
 import (
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"testing"
 
 	"github.com/gokbs/kbs/sdk/plugintest"
@@ -16,7 +15,7 @@ func FuzzQuote(f *testing.F) {
 	f.Add(TEETDX, quoteEvidence(tdxQuote(fit(digest, 64), nil, true)))
 	f.Add(TEESGX, quoteEvidence(sgxQuote(fit(digest, 64), nil, true)))
 	for tee, rel := range map[string]string{TEETDX: "tdx/tdx_quote_4.dat", TEESGX: "sgx/occlum_quote.dat"} {
-		if q := realSeed(f, rel); q != nil {
+		if q := plugintest.EvidenceSeed(f, rel); q != nil {
 			f.Add(tee, quoteEvidence(q))
 		}
 	}
@@ -51,24 +50,3 @@ func FuzzMapClaims(f *testing.F) {
 		}
 	})
 }
-
-// realSeed reads a file of the real evidence for a seed corpus, or returns
-// nil when the evidence is absent: unlike a test, a fuzz target still has
-// its generated seeds to run on, so it must not be skipped.
-func realSeed(f *testing.F, rel string) (b []byte) {
-	defer func() {
-		if r := recover(); r != nil && r != errAbsent {
-			panic(r)
-		}
-	}()
-	return plugintest.EvidenceFile(skipProbe{f}, rel)
-}
-
-var errAbsent = errors.New("evidence absent")
-
-// skipProbe turns plugintest's skip into a panic that realSeed recovers.
-type skipProbe struct{ testing.TB }
-
-func (skipProbe) Skip(...any)          { panic(errAbsent) }
-func (skipProbe) Skipf(string, ...any) { panic(errAbsent) }
-func (skipProbe) SkipNow()             { panic(errAbsent) }
