@@ -34,6 +34,8 @@ func TestClientCLI(t *testing.T) {
 		{"set-resource needs admin", []string{url, "set-resource", "--path", "default/key/other", "--resource-file", file("s.bin", "x")}, "", "401"},
 		{"set-resource", []string{url, "--admin-token-file", tokenFile, "set-resource", "--path", "default/key/other", "--resource-file", file("secret.bin", "another secret")}, "", ""},
 		{"get the new resource", []string{url, "get-resource", "--path", "default/key/other"}, "another secret", ""},
+		{"list-resources", []string{url, "--admin-token-file", tokenFile, "list-resources", "--repo", "default"}, "default/key/demo\ndefault/key/other\n", ""},
+		{"list-resources needs admin", []string{url, "list-resources"}, "", "401"},
 		{"deny by policy", []string{url, "--admin-token-file", tokenFile, "set-resource-policy", "--policy-file", file("deny.rego", "package policy\n")}, "", ""},
 		{"denied", []string{url, "get-resource", "--path", "default/key/other"}, "", "403 PolicyDeny"},
 		{"read the policy back", []string{url, "--admin-token-file", tokenFile, "get-resource-policy"}, "package policy\n", ""},

@@ -51,7 +51,7 @@ func rootCmd() *cobra.Command {
 	pf.StringVar(&g.url, "url", envOr("KBS_URL", "http://127.0.0.1:8080"), "broker URL; env KBS_URL")
 	pf.DurationVar(&g.timeout, "timeout", time.Minute, "overall timeout")
 	addAdminFlags(cmd, &g)
-	cmd.AddCommand(attestCmd(&g), getResourceCmd(&g), setResourceCmd(&g), deleteResourceCmd(&g))
+	cmd.AddCommand(attestCmd(&g), getResourceCmd(&g), setResourceCmd(&g), deleteResourceCmd(&g), listResourcesCmd(&g))
 	cmd.AddCommand(adminCmds(&g)...)
 	cmd.AddCommand(verifyCmd())
 	return cmd
@@ -234,6 +234,33 @@ func setResourceCmd(g *globalFlags) *cobra.Command {
 	c.Flags().StringVar(&file, "resource-file", "", "file with the resource's bytes")
 	_ = c.MarkFlagRequired("path")
 	_ = c.MarkFlagRequired("resource-file")
+	return c
+}
+
+func listResourcesCmd(g *globalFlags) *cobra.Command {
+	var repo string
+	c := &cobra.Command{
+		Use:   "list-resources [--repo R]",
+		Short: "List resource paths (admin)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
+			defer cancel()
+			c, err := adminClient(g)
+			if err != nil {
+				return err
+			}
+			paths, err := c.ListResources(ctx, repo)
+			if err != nil {
+				return err
+			}
+			for _, p := range paths {
+				fmt.Fprintln(cmd.OutOrStdout(), p)
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&repo, "repo", "", "only this repository")
 	return c
 }
 

@@ -85,6 +85,7 @@ func (s *Server) Handler() http.Handler {
 	g.POST("/resource/*", s.putResource)
 	g.PUT("/resource/*", s.putResource)
 	g.DELETE("/resource/*", s.deleteResource)
+	g.GET("/resources", s.listResources)
 	if s.Extra != nil {
 		s.Extra(e)
 	}
@@ -297,6 +298,19 @@ func (s *Server) deleteResource(c echo.Context) error {
 		return err
 	}
 	return c.NoContent(http.StatusOK)
+}
+
+// listResources answers GET /kbs/v0/resources[?repo=R] (admin; an
+// extension of the protocol) with a JSON array of "repo/type/tag".
+func (s *Server) listResources(c echo.Context) error {
+	if _, err := s.authorizeAdmin(c); err != nil {
+		return err
+	}
+	paths, err := s.Protocol.ListResources(c.Request().Context(), c.QueryParam("repo"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, paths)
 }
 
 func (s *Server) authorizeAdmin(c echo.Context) (adminauth.Principal, error) {

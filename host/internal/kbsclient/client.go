@@ -274,3 +274,20 @@ func mustJSON(v any) []byte {
 	}
 	return b
 }
+
+// ListResources lists resource paths (admin), of one repository or all.
+func (c *Client) ListResources(ctx context.Context, repo string) ([]string, error) {
+	q := ""
+	if repo != "" {
+		q = "?repo=" + url.QueryEscape(repo)
+	}
+	out, err := c.Do(ctx, http.MethodGet, "/kbs/v0/resources"+q, nil, c.adminHeader())
+	if err != nil {
+		return nil, fmt.Errorf("list-resources: %w", err)
+	}
+	var paths []string
+	if err := json.Unmarshal(out, &paths); err != nil {
+		return nil, fmt.Errorf("list-resources: %w", err)
+	}
+	return paths, nil
+}

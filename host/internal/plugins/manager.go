@@ -386,17 +386,45 @@ func (m *Manager) Verifier(tee string) (verifier.Verifier, error) {
 // Resource returns the backend that serves p: the one routed for
 // repo/type, else for repo, else the default backend.
 func (m *Manager) Resource(p resource.Path) (resource.Backend, error) {
-	b := m.routes[routeKey{p.Repo, p.Type}]
-	if b == nil {
-		b = m.routes[routeKey{p.Repo, ""}]
-	}
-	if b == nil {
-		b = m.defaultResource
-	}
+	b := m.owner(p)
 	if b == nil {
 		return nil, sdk.NotFound("no resource backend serves %s", p)
 	}
 	return b.resource, nil
+}
+
+// owner returns the managed backend that serves p, or nil.
+func (m *Manager) owner(p resource.Path) *managed {
+	if b := m.routes[routeKey{p.Repo, p.Type}]; b != nil {
+		return b
+	}
+	if b := m.routes[routeKey{p.Repo, ""}]; b != nil {
+		return b
+	}
+	return m.defaultResource
+}
+
+// ListResources lists the resources of repo ("" for all) over every
+// backend. A path that a backend holds but the routes give to another
+// backend is left out: it is not what a guest would be served.
+func (m *Manager) ListResources(ctx context.Context, repo string) ([]resource.Path, error) {
+	var out []resource.Path
+	for _, p := range m.plugins {
+		if p.spec.Kind != sdk.KindResource {
+			continue
+		}
+		paths, err := p.resource.List(ctx, repo)
+		if err != nil {
+			return nil, err
+		}
+		for _, rp := range paths {
+			if m.owner(rp) == p {
+				out = append(out, rp)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b resource.Path) int { return strings.Compare(a.String(), b.String()) })
+	return out, nil
 }
 
 // TokenIssuer returns the token issuer.

@@ -87,6 +87,9 @@ func (p *fakePlugins) Resource(resource.Path) (resource.Backend, error) {
 	return p.backend, nil
 }
 func (p *fakePlugins) TokenIssuer() (token.Issuer, error) { return fakeIssuer{}, nil }
+func (p *fakePlugins) ListResources(ctx context.Context, repo string) ([]resource.Path, error) {
+	return p.backend.List(ctx, repo)
+}
 
 type fakeTokens struct{}
 

@@ -121,6 +121,33 @@ func (s *Service) GetResource(ctx context.Context, cred Credentials, p resource.
 	return resp, nil
 }
 
+// writeError classifies a backend's failure to write: a read-only backend
+// (unsupported) is 405, not an authentication failure.
+func writeError(err error) error {
+	if errors.Is(err, sdk.ErrUnsupported) {
+		return kbserr.New(kbserr.MethodNotAllowed, kbserr.MethodNotAllowedError, "resource backend: %v", err)
+	}
+	return kbserr.From(fmt.Errorf("resource backend: %w", err), kbserr.PluginInternalError)
+}
+
+// ListResources lists resources (admin; the caller has authorised it).
+func (s *Service) ListResources(ctx context.Context, repo string) ([]string, error) {
+	if repo != "" {
+		if err := resource.ValidateSegment(repo); err != nil {
+			return nil, kbserr.New(kbserr.Malformed, kbserr.InvalidRequestPath, "repo: %v", err)
+		}
+	}
+	paths, err := s.Plugins.ListResources(ctx, repo)
+	if err != nil {
+		return nil, kbserr.From(fmt.Errorf("resource backend: %w", err), kbserr.PluginInternalError)
+	}
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = p.String()
+	}
+	return out, nil
+}
+
 // PutResource stores a resource (admin; the caller has authorised it).
 func (s *Service) PutResource(ctx context.Context, p resource.Path, data []byte) error {
 	backend, err := s.Plugins.Resource(p)
@@ -128,7 +155,7 @@ func (s *Service) PutResource(ctx context.Context, p resource.Path, data []byte)
 		return kbserr.From(err, kbserr.ResourceNotFound)
 	}
 	if err := backend.Put(ctx, p, data); err != nil {
-		return kbserr.From(fmt.Errorf("resource backend: %w", err), kbserr.PluginInternalError)
+		return writeError(err)
 	}
 	return nil
 }
@@ -143,7 +170,7 @@ func (s *Service) DeleteResource(ctx context.Context, p resource.Path) error {
 		if errors.Is(err, sdk.ErrNotFound) {
 			return kbserr.New(kbserr.NotFound, kbserr.ResourceNotFound, "resource %s not found", p)
 		}
-		return kbserr.From(fmt.Errorf("resource backend: %w", err), kbserr.PluginInternalError)
+		return writeError(err)
 	}
 	return nil
 }

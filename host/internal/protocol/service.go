@@ -26,6 +26,9 @@ import (
 type Plugins interface {
 	Verifier(tee string) (verifier.Verifier, error)
 	Resource(p resource.Path) (resource.Backend, error)
+	// ListResources lists what the guests of repo ("" for all) could be
+	// served, over every backend.
+	ListResources(ctx context.Context, repo string) ([]resource.Path, error)
 	TokenIssuer() (token.Issuer, error)
 }
 
