@@ -33,6 +33,9 @@ func (plugins) Verifier(tee string) (verifier.Verifier, error) {
 }
 func (plugins) Resource(resource.Path) (resource.Backend, error) { return nil, sdk.NotFound("none") }
 func (plugins) TokenIssuer() (token.Issuer, error)               { return nil, sdk.Unsupported("none") }
+func (plugins) ListResources(context.Context, string) ([]resource.Path, error) {
+	return nil, nil
+}
 
 // tokens rejects every token and records the request ID it was asked under.
 type tokens struct {
