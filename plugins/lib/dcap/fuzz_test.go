@@ -18,7 +18,9 @@ import (
 // must never panic, and every error must be classified.
 func FuzzQuote(f *testing.F) {
 	for _, rel := range []string{"tdx/tdx_quote_4.dat", "tdx/tdx_quote_5.dat", "tdx/tdx_quote_6.dat", "sgx/occlum_quote.dat", "az-tdx-vtpm/td-quote.bin"} {
-		f.Add(plugintest.EvidenceFile(f, rel))
+		if b := plugintest.EvidenceSeed(f, rel); b != nil {
+			f.Add(b)
+		}
 	}
 	f.Add(testdata.RawQuote)
 	f.Add(platform.TDXQuote(dcaptest.TDXOptions{}))
@@ -44,8 +46,11 @@ func FuzzQuote(f *testing.F) {
 
 // FuzzCollateral feeds the collateral parsers arbitrary PCS bodies.
 func FuzzCollateral(f *testing.F) {
-	f.Add(plugintest.EvidenceFile(f, "tdx/tcbInfo.json"))
-	f.Add(plugintest.EvidenceFile(f, "tdx/enclaveIdentity.json"))
+	for _, rel := range []string{"tdx/tcbInfo.json", "tdx/enclaveIdentity.json"} {
+		if b := plugintest.EvidenceSeed(f, rel); b != nil {
+			f.Add(b)
+		}
+	}
 	f.Add(testdata.TcbInfoBody)
 	c := platform.Collateral(true, dcaptest.CollateralOptions{})
 	f.Add(c.TCBInfo)
