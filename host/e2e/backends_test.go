@@ -217,6 +217,21 @@ func checkBackend(t *testing.T, br *broker, fsRepo string, b backendUnderTest) {
 			t.Fatalf("get-resource after overwrite = %q, %v", out, err)
 		}
 	})
+	t.Run("list", func(t *testing.T) {
+		repo := strings.SplitN(b.route, "/", 2)[0]
+		out, stderr, err := runClient(t, "--url", br.URL, "list-resources", "--repo", repo)
+		if err != nil {
+			t.Fatalf("list-resources: %v: %s", err, stderr)
+		}
+		for p := range values {
+			if !strings.Contains(out, p+"\n") {
+				t.Errorf("list-resources --repo %s = %q, want it to hold %s", repo, out, p)
+			}
+		}
+		if repo == "default" && !strings.Contains(out, "default/key/on-disk\n") {
+			t.Errorf("list-resources = %q, want the fs backend's default/key/on-disk too", out)
+		}
+	})
 	t.Run("missing is 404", func(t *testing.T) {
 		wantKBSError(t, guestGet(t, br, b.route+"/missing"), http.StatusNotFound, "ResourceNotFound", "not found")
 		_, stderr, err := clientGet(t, br, b.route+"/missing")
