@@ -120,9 +120,11 @@ type Plugins struct {
 	Dir          string        `koanf:"dir"`
 	StartTimeout time.Duration `koanf:"start_timeout"`
 	CallTimeout  time.Duration `koanf:"call_timeout"`
-	Verifier     []PluginSpec  `koanf:"verifier"`
-	Resource     []PluginSpec  `koanf:"resource"`
-	Token        *PluginSpec   `koanf:"token"`
+	// GOMAXPROCS is each plugin process's; 0 is half the host's, at least 1.
+	GOMAXPROCS int          `koanf:"gomaxprocs"`
+	Verifier   []PluginSpec `koanf:"verifier"`
+	Resource   []PluginSpec `koanf:"resource"`
+	Token      *PluginSpec  `koanf:"token"`
 }
 
 // PluginSpec is one plugin instance.
@@ -298,6 +300,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Session.Timeout <= 0 {
 		errs = append(errs, errors.New("session.timeout must be positive"))
+	}
+	if c.Plugins.GOMAXPROCS < 0 {
+		errs = append(errs, errors.New("plugins.gomaxprocs must be 0 (half the host's CPUs) or a positive number"))
 	}
 	if c.Session.AuthRate < 0 {
 		errs = append(errs, errors.New("session.auth_rate must be 0 (no limit) or a positive rate per second"))

@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-func TestAuthRateAndPprof(t *testing.T) {
+func TestPerformanceSettings(t *testing.T) {
 	tests := map[string]struct {
 		env     []string
 		wantErr string
@@ -25,7 +25,13 @@ func TestAuthRateAndPprof(t *testing.T) {
 		"pprof on all":       {env: []string{"KBS_DEBUG__PPROF_LISTEN=0.0.0.0:6060"}, wantErr: "not a loopback address"},
 		"pprof on a name":    {env: []string{"KBS_DEBUG__PPROF_LISTEN=example.com:6060"}, wantErr: "not a loopback address"},
 		"pprof without port": {env: []string{"KBS_DEBUG__PPROF_LISTEN=127.0.0.1"}, wantErr: "debug.pprof_listen"},
-		"unknown debug key":  {env: []string{"KBS_DEBUG__PPROF=true"}, wantErr: "pprof"},
+		"plugin gomaxprocs": {env: []string{"KBS_PLUGINS__GOMAXPROCS=3"}, check: func(t *testing.T, c *Config) {
+			if c.Plugins.GOMAXPROCS != 3 {
+				t.Errorf("plugins.gomaxprocs = %d", c.Plugins.GOMAXPROCS)
+			}
+		}},
+		"negative plugin gomaxprocs": {env: []string{"KBS_PLUGINS__GOMAXPROCS=-1"}, wantErr: "plugins.gomaxprocs"},
+		"unknown debug key":          {env: []string{"KBS_DEBUG__PPROF=true"}, wantErr: "pprof"},
 		"fractional auth rate": {env: []string{"KBS_SESSION__AUTH_RATE=0.5"}, check: func(t *testing.T, c *Config) {
 			if c.Session.AuthRate != 0.5 {
 				t.Errorf("auth_rate = %v", c.Session.AuthRate)

@@ -59,6 +59,7 @@ func New(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, er
 		Dir:          cfg.Plugins.Dir,
 		StartTimeout: cfg.Plugins.StartTimeout,
 		CallTimeout:  cfg.Plugins.CallTimeout,
+		GOMAXPROCS:   cfg.Plugins.GOMAXPROCS,
 		Logger:       log,
 		OnCall:       m.PluginCall,
 	}, specs)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	goplugin "github.com/hashicorp/go-plugin"
@@ -38,6 +39,7 @@ func (m *Manager) start(ctx context.Context, p *managed) (*instance, error) {
 		SHA256:       sum[:],
 		StartTimeout: m.opts.StartTimeout,
 		Logger:       p.log,
+		Env:          []string{"GOMAXPROCS=" + strconv.Itoa(m.opts.GOMAXPROCS)},
 	})
 	if err != nil {
 		if errors.Is(err, goplugin.ErrChecksumsDoNotMatch) {

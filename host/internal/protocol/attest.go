@@ -70,8 +70,15 @@ func (s *Service) Attest(ctx context.Context, sessionID string, body []byte) (st
 	if err := s.Sessions.Attest(ctx, sess.ID, issued.Token); err != nil {
 		return "", kbserr.New(kbserr.Unavailable, kbserr.AttestationError, "session store: %w", err)
 	}
+	if r, ok := s.Tokens.(issuedRecorder); ok {
+		r.Issued(issued.Token)
+	}
 	return issued.Token, nil
 }
+
+// issuedRecorder is a TokenVerifier that can take the own issuer's fresh
+// tokens without verifying them again (tokens.Verifier).
+type issuedRecorder interface{ Issued(token string) }
 
 func (a *Attestation) check() error {
 	switch {

@@ -31,6 +31,9 @@ type Verifier struct {
 	own        atomic.Pointer[ownKeys]
 	refreshMu  sync.Mutex
 	minRefresh time.Duration
+
+	verified verified
+	now      func() time.Time
 }
 
 type ownKeys struct {
@@ -47,7 +50,7 @@ func New(ctx context.Context, external *tokenverify.Verifier, issuer IssuerSourc
 		return nil, errors.New("the broker would trust no attestation token: configure a token issuer ([plugins.token]), " +
 			"or, for a passport-mode broker, the issuers it trusts ([attestation_token] trusted_certs_paths or trusted_jwk_sets)")
 	}
-	v := &Verifier{external: external, issuer: issuer, extraPaths: extraPaths, leeway: leeway, minRefresh: time.Second}
+	v := &Verifier{external: external, issuer: issuer, extraPaths: extraPaths, leeway: leeway, minRefresh: time.Second, now: time.Now}
 	if issuer != nil {
 		if err := v.refreshOwn(ctx, true); err != nil {
 			return nil, err
@@ -87,18 +90,25 @@ func (v *Verifier) refreshOwn(ctx context.Context, force bool) error {
 }
 
 // Verify returns the claims of a trusted, unexpired token. Errors wrap
-// tokenverify.ErrInvalidToken or tokenverify.ErrUnavailable.
+// tokenverify.ErrInvalidToken or tokenverify.ErrUnavailable. The claims
+// of the own issuer's tokens are remembered and shared between requests:
+// callers must not modify them.
 func (v *Verifier) Verify(ctx context.Context, tok string) (map[string]any, error) {
 	var errs []error
 	if own := v.own.Load(); own != nil {
+		if claims, ok := v.verified.get(tok, own.v, v.now()); ok {
+			return claims, nil
+		}
 		claims, err := own.v.Verify(ctx, tok)
 		if err == nil {
+			v.verified.put(tok, claims, own.v)
 			return claims, nil
 		}
 		// A key we have not seen may be the issuer's new one.
 		if rerr := v.refreshOwn(ctx, false); rerr == nil {
 			if now := v.own.Load(); now != own {
 				if claims, err = now.v.Verify(ctx, tok); err == nil {
+					v.verified.put(tok, claims, now.v)
 					return claims, nil
 				}
 			}
@@ -118,6 +128,24 @@ func (v *Verifier) Verify(ctx context.Context, tok string) (map[string]any, erro
 		}
 	}
 	return nil, errs[len(errs)-1]
+}
+
+// Issued remembers a token that the own issuer has just issued, so that the
+// resource requests of the session that holds it do not verify it again:
+// the broker got it from its own issuer over the plugin connection, and
+// verifying our own fresh signature proves nothing new. The claims are
+// read as Verify would return them; a token that cannot be read is simply
+// not remembered (Verify will judge it).
+func (v *Verifier) Issued(tok string) {
+	own := v.own.Load()
+	if own == nil {
+		return
+	}
+	claims, err := tokenverify.UnverifiedClaims(tok)
+	if err != nil {
+		return
+	}
+	v.verified.put(tok, claims, own.v)
 }
 
 // TEEPubKey finds the guest's TEE key in verified claims.
