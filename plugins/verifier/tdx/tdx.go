@@ -11,9 +11,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/hex"
-	"encoding/json"
 	"maps"
-	"sync/atomic"
 
 	"github.com/gokbs/kbs/plugins/lib/dcap"
 	"github.com/gokbs/kbs/plugins/lib/dcap/eventlog"
@@ -25,10 +23,9 @@ import (
 const TEE = "tdx"
 
 // Verifier is the TDX verifier. It is safe for concurrent use; Configure
-// replaces its settings atomically.
+// (from the embedded dcap.Holder) replaces its settings atomically.
 type Verifier struct {
-	base dcap.Config
-	v    atomic.Pointer[dcap.Verifier]
+	*dcap.Holder
 }
 
 var (
@@ -48,52 +45,16 @@ func New() *Verifier {
 // NewWithConfig returns a verifier with base as its settings; Configure
 // decodes the host's settings over base. Tests set base.Now.
 func NewWithConfig(base dcap.Config) (*Verifier, error) {
-	dv, err := base.Verifier()
+	h, err := dcap.NewHolder(base)
 	if err != nil {
 		return nil, err
 	}
-	v := &Verifier{base: base}
-	v.v.Store(dv)
-	return v, nil
-}
-
-// Configure applies the plugin's settings (dcap.Config as JSON).
-func (v *Verifier) Configure(_ context.Context, config []byte) error {
-	dv, err := dcap.Configure(v.base, config)
-	if err != nil {
-		return err
-	}
-	v.v.Store(dv)
-	return nil
-}
-
-// evidence is what CoCo's TDX attester sends. Unknown fields are ignored,
-// as trustee does.
-type evidence struct {
-	Quote      *string `json:"quote"`
-	CCEventLog *string `json:"cc_eventlog"`
+	return &Verifier{Holder: h}, nil
 }
 
 // Verify verifies TDX evidence and returns trustee's TDX claims.
 func (v *Verifier) Verify(ctx context.Context, req *verifier.Request) (verifier.Claims, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if req.TEE != TEE {
-		return nil, sdk.Unsupported("tdx verifier: TEE %q is not %q", req.TEE, TEE)
-	}
-	var ev evidence
-	if err := json.Unmarshal(req.Evidence, &ev); err != nil {
-		return nil, sdk.BadEvidence("tdx evidence: %v", err)
-	}
-	if ev.Quote == nil || *ev.Quote == "" {
-		return nil, sdk.BadEvidence("tdx evidence: quote is missing")
-	}
-	raw, err := dcap.DecodeBase64("tdx evidence: quote", *ev.Quote, dcap.MaxQuoteSize)
-	if err != nil {
-		return nil, err
-	}
-	res, err := v.v.Load().Verify(ctx, raw)
+	res, ev, err := v.VerifyEvidence(ctx, TEE, req)
 	if err != nil {
 		return nil, err
 	}
