@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strings"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/gokbs/kbs/host/internal/adminauth"
+	"github.com/gokbs/kbs/host/internal/api"
 	"github.com/gokbs/kbs/host/internal/kbserr"
 	"github.com/gokbs/kbs/host/internal/policy"
 	"github.com/gokbs/kbs/host/internal/refvalues"
@@ -70,21 +70,7 @@ func (a *Admin) Routes(e *echo.Echo) {
 	g.GET("/reference-value/:name", a.getReferenceValue)
 }
 
-func (a *Admin) body(c echo.Context) ([]byte, error) {
-	r := c.Request()
-	if r.ContentLength > a.MaxBody {
-		return nil, kbserr.New(kbserr.TooLarge, kbserr.PayloadTooLarge, "request body larger than %d bytes", a.MaxBody)
-	}
-	b, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, a.MaxBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, kbserr.New(kbserr.TooLarge, kbserr.PayloadTooLarge, "request body larger than %d bytes", a.MaxBody)
-		}
-		return nil, kbserr.New(kbserr.Malformed, kbserr.SerdeError, "reading the request body: %v", err)
-	}
-	return b, nil
-}
+func (a *Admin) body(c echo.Context) ([]byte, error) { return api.ReadBody(c, a.MaxBody) }
 
 // decodePolicy accepts the policy text as trustee's clients send it
 // (base64url without padding) and the other base64 alphabets people use.

@@ -139,16 +139,20 @@ func (s *Server) readyz(c echo.Context) error {
 
 // readBody reads the request body up to MaxBody. A larger body is a 413
 // with the KBS error JSON, not the framework's plain-text answer.
-func (s *Server) readBody(c echo.Context) ([]byte, error) {
+func (s *Server) readBody(c echo.Context) ([]byte, error) { return ReadBody(c, s.MaxBody) }
+
+// ReadBody reads a request body of at most max bytes; a larger one is a
+// 413 with the KBS error JSON. The admin endpoints use it too.
+func ReadBody(c echo.Context, max int64) ([]byte, error) {
 	r := c.Request()
-	if r.ContentLength > s.MaxBody {
-		return nil, tooLarge(s.MaxBody)
+	if r.ContentLength > max {
+		return nil, tooLarge(max)
 	}
-	body, err := readAll(http.MaxBytesReader(c.Response(), r.Body, s.MaxBody), r.ContentLength)
+	body, err := readAll(http.MaxBytesReader(c.Response(), r.Body, max), r.ContentLength)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, tooLarge(s.MaxBody)
+			return nil, tooLarge(max)
 		}
 		return nil, kbserr.New(kbserr.Malformed, kbserr.SerdeError, "reading the request body: %v", err)
 	}
