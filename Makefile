@@ -4,6 +4,10 @@
 #   make test    run every test of every module
 #   make build   bin/kbs-host, bin/kbs-client, bin/plugins/ + manifest.sha256
 #   make proto   regenerate the plugin protocol's Go code
+#   make dist    dist/out/: the binaries and the chosen plugins (PLUGINS="kind/name ...")
+#   make image   the container image (dist/Containerfile), with podman or docker
+#   make install binaries, plugins, /etc/kbs, /var/lib/kbs and the systemd unit
+#                (PREFIX=/usr/local DESTDIR=); see docs/deployment.md
 
 SHELL   := /bin/bash
 GO      ?= go
@@ -78,3 +82,61 @@ new-plugin:
 
 clean:
 	rm -rf $(BIN)
+
+# ---- Distribution (dist/, docs/deployment.md) ---------------------------------
+# PLUGINS chooses the plugins (default: every in-tree plugin); an unknown name
+# is an error that lists the known ones.
+DIST_OUT ?= $(CURDIR)/dist/out
+IMAGE    ?= localhost/kbs:latest
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+
+.PHONY: dist image install
+
+dist:
+	GO="$(GO)" dist/assemble.sh "$(DIST_OUT)" $(PLUGINS)
+
+# The first engine that answers builds the image; CONTAINER_ENGINE=docker forces one.
+image:
+	@set -e; engine=; tried=; \
+	for e in $${CONTAINER_ENGINE:-podman docker}; do \
+		command -v $$e >/dev/null 2>&1 || continue; \
+		if $$e info >/dev/null 2>&1; then engine=$$e; break; fi; \
+		tried="$$tried $$e"; \
+	done; \
+	if [ -z "$$engine" ]; then \
+		if [ -n "$$tried" ]; then \
+			echo "make image: no container engine answers ('info' failed for:$$tried): start the Docker daemon or use podman." >&2; \
+		else \
+			echo "make image: no container engine (podman or docker) is installed." >&2; \
+		fi; \
+		echo "make image: 'make dist PLUGINS=...' assembles the image's files without an engine." >&2; \
+		exit 1; \
+	fi; \
+	echo "$$engine build -f dist/Containerfile --build-arg PLUGINS=\"$(PLUGINS)\" -t $(IMAGE) ."; \
+	$$engine build -f dist/Containerfile --build-arg PLUGINS="$(PLUGINS)" -t $(IMAGE) .
+
+# Installs what `make dist` assembled (so that `sudo make install` needs no Go).
+# /usr/local in the unit and the configuration becomes $(PREFIX). An existing
+# /etc/kbs/kbs.toml is kept.
+install:
+	@test -x "$(DIST_OUT)/bin/kbs-host" -a -f "$(DIST_OUT)/plugins/manifest.sha256" || \
+		{ echo "make install: $(DIST_OUT) is not assembled: run 'make dist PLUGINS=...' first" >&2; exit 1; }
+	install -d -m 0755 "$(DESTDIR)$(PREFIX)/bin" "$(DESTDIR)$(PREFIX)/lib/kbs/plugins" \
+		"$(DESTDIR)$(PREFIX)/lib/systemd/system" "$(DESTDIR)$(PREFIX)/lib/sysusers.d"
+	install -m 0755 "$(DIST_OUT)/bin/kbs-host" "$(DIST_OUT)/bin/kbs-client" "$(DESTDIR)$(PREFIX)/bin/"
+	rm -f "$(DESTDIR)$(PREFIX)/lib/kbs/plugins/"kbs-plugin-*
+	install -m 0755 "$(DIST_OUT)/plugins/"kbs-plugin-* "$(DESTDIR)$(PREFIX)/lib/kbs/plugins/"
+	install -m 0644 "$(DIST_OUT)/plugins/manifest.sha256" "$(DESTDIR)$(PREFIX)/lib/kbs/plugins/"
+	sed 's|/usr/local/|$(PREFIX)/|g' dist/systemd/kbs.service > "$(DESTDIR)$(PREFIX)/lib/systemd/system/kbs.service"
+	chmod 0644 "$(DESTDIR)$(PREFIX)/lib/systemd/system/kbs.service"
+	install -m 0644 dist/systemd/kbs.sysusers "$(DESTDIR)$(PREFIX)/lib/sysusers.d/kbs.conf"
+	install -d -m 0755 "$(DESTDIR)/etc/kbs"
+	install -d -m 0750 "$(DESTDIR)/etc/kbs/keys" "$(DESTDIR)/var/lib/kbs" "$(DESTDIR)/var/lib/kbs/repository"
+	@if [ -e "$(DESTDIR)/etc/kbs/kbs.toml" ]; then \
+		echo "keeping $(DESTDIR)/etc/kbs/kbs.toml (the new default is dist/systemd/kbs.toml)"; \
+	else \
+		echo "installing $(DESTDIR)/etc/kbs/kbs.toml"; \
+		sed 's|/usr/local/|$(PREFIX)/|g' dist/systemd/kbs.toml > "$(DESTDIR)/etc/kbs/kbs.toml"; \
+		chmod 0644 "$(DESTDIR)/etc/kbs/kbs.toml"; \
+	fi

@@ -54,6 +54,7 @@ func rootCmd() *cobra.Command {
 	cmd.AddCommand(attestCmd(&g), getResourceCmd(&g), setResourceCmd(&g), deleteResourceCmd(&g), listResourcesCmd(&g))
 	cmd.AddCommand(adminCmds(&g)...)
 	cmd.AddCommand(verifyCmd())
+	cmd.AddCommand(keygenCmd())
 	return cmd
 }
 
