@@ -88,6 +88,14 @@ func (b *Backend) Configure(_ context.Context, config []byte) error {
 	return nil
 }
 
+// Close releases the repository directory; the backend is unconfigured
+// afterwards. (The kms backend keeps its envelopes in an fs backend.)
+func (b *Backend) Close() {
+	if old := b.st.Swap(nil); old != nil {
+		old.root.Close()
+	}
+}
+
 func (b *Backend) state() (*state, error) {
 	st := b.st.Load()
 	if st == nil {

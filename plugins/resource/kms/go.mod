@@ -25,6 +25,7 @@ require (
 	github.com/aws/aws-sdk-go-v2/service/sts v1.52.0 // indirect
 	github.com/fatih/color v1.13.0 // indirect
 	github.com/go-jose/go-jose/v4 v4.1.9 // indirect
+	github.com/gokbs/kbs/plugins/resource/fs v0.0.0
 	github.com/golang/protobuf v1.5.4 // indirect
 	github.com/hashicorp/go-hclog v1.6.3 // indirect
 	github.com/hashicorp/go-plugin v1.8.0 // indirect
@@ -44,3 +45,5 @@ require (
 )
 
 replace github.com/gokbs/kbs/sdk => ../../../sdk
+
+replace github.com/gokbs/kbs/plugins/resource/fs => ../fs
