@@ -10,6 +10,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"fmt"
 	"net"
 	"os"
@@ -1310,9 +1311,34 @@ func TestDistKubernetesAKV(t *testing.T) {
 		t.Errorf("secret-provider-class.yaml is not the class the CSI volume names (%s): %+v", v.CSI.VolumeAttributes["secretProviderClass"], spc.Metadata)
 	}
 	p := spcSpec.Parameters
-	if spcSpec.Provider != "azure" || p["clientID"] != vars["KBS_CLIENT_ID"] || p["tenantId"] != vars["KBS_TENANT_ID"] || p["keyvaultName"] != "my-vault" ||
-		!strings.Contains(p["objects"], "objectName: coco_one") || !strings.Contains(p["objects"], "objectName: coco_two") {
+	if spcSpec.Provider != "azure" || p["clientID"] != vars["KBS_CLIENT_ID"] || p["tenantId"] != vars["KBS_TENANT_ID"] || p["keyvaultName"] != "my-vault" {
 		t.Errorf("secret-provider-class.yaml parameters: %v", p)
+	}
+	// The files the driver writes are coco_one and coco_two; the Key Vault
+	// names must be valid ones (letters, digits, dashes).
+	var objs struct {
+		Array []string `yaml:"array"`
+	}
+	if err := yaml.Unmarshal([]byte(p["objects"]), &objs); err != nil {
+		t.Fatalf("objects: %v", err)
+	}
+	var files []string
+	for _, o := range objs.Array {
+		var obj struct {
+			Name  string `yaml:"objectName"`
+			Alias string `yaml:"objectAlias"`
+			Type  string `yaml:"objectType"`
+		}
+		if err := yaml.Unmarshal([]byte(o), &obj); err != nil {
+			t.Fatalf("object %q: %v", o, err)
+		}
+		if !regexp.MustCompile(`^[0-9A-Za-z-]{1,127}$`).MatchString(obj.Name) || obj.Type != "secret" {
+			t.Errorf("object %+v: not a valid Key Vault secret name", obj)
+		}
+		files = append(files, cmp.Or(obj.Alias, obj.Name))
+	}
+	if !slices.Equal(files, []string{"coco_one", "coco_two"}) {
+		t.Errorf("the driver writes %v, want coco_one and coco_two", files)
 	}
 
 	// The broker starts with the CSI volume inside its repository, laid
