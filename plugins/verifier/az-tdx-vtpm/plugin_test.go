@@ -34,7 +34,10 @@ var now = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 
 var (
 	digest   = func() []byte { d := sha512.Sum384([]byte("runtime data")); return d[:] }()
-	initData = func() []byte { d := sha256.Sum256([]byte("algorithm = \"sha256\"\nversion = \"0.1.0\"\n")); return d[:] }()
+	initData = func() []byte {
+		d := sha256.Sum256([]byte("algorithm = \"sha256\"\nversion = \"0.1.0\"\n"))
+		return d[:]
+	}()
 )
 
 // The values of the evidence index (../shared/evidence/INDEX.md).
