@@ -216,9 +216,18 @@ func claimsWith(want map[string]string) func(t *testing.T, c verifier.Claims) {
 }
 
 // TestConformance serves the plugin over real gRPC, as kbs-host runs it,
-// with the real Azure evidence (AMD's roots) and simulated evidence (test
-// roots, on another plugin instance below).
+// with synthetic evidence (test roots), so that it runs without the real
+// evidence too.
 func TestConformance(t *testing.T) {
+	plugintest.VerifierConformance(t, opts(pinned(true)), nil, []plugintest.VerifierCase{
+		{Name: "simulated v2 with init-data", Request: req(simulated(t, 2, vtpmtest.Options{Nonce: digest, UserData: digest, InitDataDigest: initData}, snptest.Report{}), digest, initData)},
+		{Name: "simulated v1, wrong nonce", Request: req(simulated(t, 1, vtpmtest.Options{Nonce: initData}, snptest.Report{}), digest, nil), WantClass: sdk.ClassBadEvidence},
+	})
+}
+
+// TestRealEvidence is the conformance suite again with the real Azure
+// evidence, under AMD's roots.
+func TestRealEvidence(t *testing.T) {
 	challenge := []byte("challenge")
 	zeroPCR8 := strings.Repeat("0", 64)
 	cases := []plugintest.VerifierCase{
@@ -364,7 +373,10 @@ func TestConfigure(t *testing.T) {
 			}
 		})
 	}
-	// A minimum above the report's version refuses it.
+}
+
+// TestMinReportVersion: a minimum above the report's version refuses it.
+func TestMinReportVersion(t *testing.T) {
 	c := plugintest.Start(t, opts(pinned(false)), []byte(`{"min_report_version":3}`))
 	_, err := c.Verifier().Verify(context.Background(), &verifier.Request{TEE: TEE, Evidence: components(t), ReportData: []byte("challenge")})
 	if !errors.Is(err, sdk.ErrUnsupported) {

@@ -187,9 +187,19 @@ func claimsWith(want map[string]any) func(t *testing.T, c verifier.Claims) {
 	}
 }
 
-// TestConformance serves the plugin over real gRPC with the real Azure
-// evidence, verified without collateral (see noCollateral).
+// TestConformance serves the plugin over real gRPC, as kbs-host runs it,
+// configured by its settings, with synthetic evidence, so that it runs
+// without the real evidence too.
 func TestConformance(t *testing.T) {
+	plugintest.VerifierConformance(t, opts(withSettings(t)), settings(t, dcaptest.CollateralOptions{}), []plugintest.VerifierCase{
+		{Name: "simulated v2 with init-data", Request: req(simulated(t, 2, vtpmtest.Options{Nonce: digest, UserData: digest, InitDataDigest: initData}, dcaptest.TDXOptions{}), digest, initData)},
+		{Name: "simulated v1, wrong nonce", Request: req(simulated(t, 1, vtpmtest.Options{Nonce: initData}, dcaptest.TDXOptions{}), digest, nil), WantClass: sdk.ClassBadEvidence},
+	})
+}
+
+// TestRealEvidence is the conformance suite again with the real Azure
+// evidence, verified without collateral (see noCollateral).
+func TestRealEvidence(t *testing.T) {
 	challenge := []byte("challenge")
 	zero := strings.Repeat("0", 64)
 	cases := []plugintest.VerifierCase{
