@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"time"
 
@@ -203,11 +204,30 @@ func (c *Client) Pid() int {
 	return 0
 }
 
+// killGrace is how long Kill waits for a plugin to shut down when asked.
+// go-plugin's own Kill asks over the plugin connection without a deadline:
+// a hung plugin (stopped, deadlocked) never answers, and the host would
+// wait forever to restart it or to exit.
+const killGrace = 2 * time.Second
+
 // Kill stops the plugin process (gracefully, then by force) and waits for
 // it to end.
 func (c *Client) Kill() {
 	if c.gp != nil {
-		c.gp.Kill()
+		pid := c.Pid()
+		done := make(chan struct{})
+		go func() {
+			c.gp.Kill()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(killGrace):
+			if p, err := os.FindProcess(pid); err == nil && pid > 0 {
+				_ = p.Kill()
+			}
+			<-done
+		}
 		return
 	}
 	if c.stop != nil {
