@@ -26,6 +26,9 @@ func (s *Service) Attest(ctx context.Context, sessionID string, body []byte) (st
 	if err := json.Unmarshal(body, &att); err != nil {
 		return "", kbserr.New(kbserr.Malformed, kbserr.SerdeError, "attestation is not valid JSON: %v", err)
 	}
+	if err := noDuplicateKeys(body, "runtime-data", "tee-evidence", "init-data"); err != nil {
+		return "", kbserr.New(kbserr.Malformed, kbserr.SerdeError, "attestation: %v", err)
+	}
 	if err := att.check(); err != nil {
 		return "", kbserr.New(kbserr.Malformed, kbserr.SerdeError, "attestation: %v", err)
 	}

@@ -96,6 +96,9 @@ func (s *Service) Auth(ctx context.Context, body []byte) (*Challenge, *session.S
 	if err := json.Unmarshal(body, &req); err != nil {
 		return nil, nil, kbserr.New(kbserr.Malformed, kbserr.SerdeError, "auth request is not valid JSON: %v", err)
 	}
+	if err := noDuplicateKeys(body); err != nil {
+		return nil, nil, kbserr.New(kbserr.Malformed, kbserr.SerdeError, "auth request: %v", err)
+	}
 	if req.Version != Version {
 		// trustee's wording, which the guest's tests look for, then ours.
 		return nil, nil, kbserr.New(kbserr.Unauthenticated, kbserr.AttestationError,

@@ -1,0 +1,34 @@
+package protocol
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestNoDuplicateKeys(t *testing.T) {
+	nested := []string{"runtime-data", "tee-evidence"}
+	tests := map[string]struct {
+		json    string
+		wantErr string
+	}{
+		"distinct":                 {`{"a":1,"b":{"a":2},"c":[{"a":1},{"a":1}]}`, ""},
+		"top level":                {`{"tee":"snp","tee":"sample"}`, `"tee" appears twice`},
+		"escaped equal":            {`{"tee":"snp","t\u0065e":"sample"}`, `"tee" appears twice`},
+		"in a checked member":      {`{"runtime-data":{"nonce":"a","nonce":"b"}}`, `runtime-data: member "nonce" appears twice`},
+		"in evidence (verifier's)": {`{"tee-evidence":{"primary_evidence":{"svn":1,"svn":2}}}`, ""},
+		"in an unchecked member":   {`{"other":{"x":1,"x":2}}`, ""},
+		"not an object":            {`[1,1]`, ""},
+		"case differs":             {`{"tee":"a","TEE":"b"}`, `"TEE" appears twice`},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			err := noDuplicateKeys([]byte(tc.json), nested...)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("error %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("error %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
