@@ -91,6 +91,10 @@ func (s *Server) Handler() http.Handler {
 	}
 	g.Any("/*", func(c echo.Context) error {
 		seg := strings.SplitN(strings.TrimPrefix(c.Request().URL.Path, "/kbs/v0/"), "/", 2)[0]
+		if protocolEndpoints[seg] {
+			// The catch-all hides echo's own 405 for these.
+			return kbserr.New(kbserr.MethodNotAllowed, kbserr.MethodNotAllowedError, "%s is not allowed on /kbs/v0/%s", c.Request().Method, seg)
+		}
 		return kbserr.New(kbserr.NotFound, kbserr.PluginNotFound, "no endpoint or plugin %q under /kbs/v0", seg)
 	})
 	return e
@@ -127,6 +131,10 @@ func newRequestID() string {
 	_, _ = rand.Read(b[:]) // crypto/rand never fails on Linux
 	return hex.EncodeToString(b[:])
 }
+
+// protocolEndpoints are the protocol's routes under /kbs/v0: another
+// method on them is a 405, not an unknown plugin.
+var protocolEndpoints = map[string]bool{"auth": true, "attest": true, "resource": true}
 
 func (s *Server) readyz(c echo.Context) error {
 	if s.Ready != nil {

@@ -194,3 +194,27 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("/metrics has a raw path as a label")
 	}
 }
+
+func TestMethodNotAllowed(t *testing.T) {
+	srv, _ := newServer(t, nil)
+	tests := map[string]struct {
+		method, path string
+		status       int
+		typ          string
+	}{
+		"GET auth":        {http.MethodGet, "/kbs/v0/auth", 405, "MethodNotAllowed"},
+		"PUT attest":      {http.MethodPut, "/kbs/v0/attest", 405, "MethodNotAllowed"},
+		"PATCH resource":  {http.MethodPatch, "/kbs/v0/resource/a/b/c", 405, "MethodNotAllowed"},
+		"unknown plugin":  {http.MethodGet, "/kbs/v0/nebula-ca/credential", 404, "PluginNotFound"},
+		"outside /kbs/v0": {http.MethodGet, "/nothing", 404, "InvalidRequestPath"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			resp, body := do(t, tc.method, srv.URL+tc.path, "", nil)
+			var e errorBody
+			if resp.StatusCode != tc.status || json.Unmarshal([]byte(body), &e) != nil || e.Type != ErrorTypePrefix+tc.typ {
+				t.Fatalf("%d %s, want %d %s", resp.StatusCode, body, tc.status, tc.typ)
+			}
+		})
+	}
+}
