@@ -561,6 +561,23 @@ func TestDistInstall(t *testing.T) {
 		}
 	})
 
+	t.Run("systemd-sysusers creates the user kbs", func(t *testing.T) {
+		su, err := exec.LookPath("systemd-sysusers")
+		if err != nil {
+			t.Skip("systemd-sysusers is not installed: the sysusers file is checked by TestDistSystemdUnit only")
+		}
+		root := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(su, "--root="+root, filepath.Join(dest, "usr/local/lib/sysusers.d/kbs.conf")).CombinedOutput(); err != nil {
+			t.Fatalf("systemd-sysusers: %v\n%s", err, out)
+		}
+		if !regexp.MustCompile(`(?m)^kbs:x:\d+:\d+:[^:]*:/var/lib/kbs:`).Match(mustRead(t, filepath.Join(root, "etc", "passwd"))) {
+			t.Errorf("no user kbs with home /var/lib/kbs:\n%s", mustRead(t, filepath.Join(root, "etc", "passwd")))
+		}
+	})
+
 	t.Run("the installed configuration and plugins start the broker", func(t *testing.T) {
 		keygen(t, filepath.Join(dest, "etc/kbs/keys"), false)
 		m := mounts{
