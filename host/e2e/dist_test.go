@@ -937,9 +937,10 @@ type podSpec struct {
 }
 
 type k8sContainer struct {
-	Name           string `yaml:"name"`
-	Image          string `yaml:"image"`
-	Args           []string
+	Name           string     `yaml:"name"`
+	Image          string     `yaml:"image"`
+	Command        []string   `yaml:"command"`
+	Args           []string   `yaml:"args"`
 	VolumeMounts   []k8sMount `yaml:"volumeMounts"`
 	LivenessProbe  *k8sProbe  `yaml:"livenessProbe"`
 	ReadinessProbe *k8sProbe  `yaml:"readinessProbe"`
@@ -1142,14 +1143,18 @@ func checkPod(t *testing.T, name string, d deploymentSpec) {
 	}
 }
 
-// podConfig returns the container's configuration path from its args.
+// podConfig returns the container's configuration path from its command.
 func podConfig(t *testing.T, c k8sContainer) string {
 	t.Helper()
-	i := slices.Index(c.Args, "--config")
-	if i < 0 || i+1 >= len(c.Args) {
-		t.Fatalf("container %s has no --config argument: %v", c.Name, c.Args)
+	argv := append(slices.Clone(c.Command), c.Args...)
+	if len(argv) == 0 || argv[0] != "/usr/local/bin/kbs-host" {
+		t.Fatalf("container %s does not run /usr/local/bin/kbs-host: %v", c.Name, argv)
 	}
-	return c.Args[i+1]
+	i := slices.Index(argv, "--config")
+	if i < 0 || i+1 >= len(argv) {
+		t.Fatalf("container %s has no --config argument: %v", c.Name, argv)
+	}
+	return argv[i+1]
 }
 
 // startPod checks the pod's configuration against its mounts and starts
