@@ -21,7 +21,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -33,29 +32,14 @@ import (
 // distPlugins is the set the dist tests assemble: the one the issue names.
 var distPlugins = []string{"verifier/snp", "verifier/tdx", "resource/fs", "token/ear"}
 
-var (
-	distOnce sync.Once
-	distOut  string
-	distErr  error
-)
-
-// distBuild runs `make dist` for distPlugins once per test binary.
+// distBuild runs `make dist` for distPlugins into a directory of the test.
 func distBuild(t *testing.T) string {
 	t.Helper()
-	distOnce.Do(func() {
-		if distOut, distErr = os.MkdirTemp("", "kbs-dist-"); distErr != nil {
-			return
-		}
-		var out []byte
-		out, distErr = distMake(t, "dist", "PLUGINS="+strings.Join(distPlugins, " "), "DIST_OUT="+distOut)
-		if distErr != nil {
-			distErr = fmt.Errorf("make dist: %v\n%s", distErr, out)
-		}
-	})
-	if distErr != nil {
-		t.Fatal(distErr)
+	out := t.TempDir()
+	if b, err := distMake(t, "dist", "PLUGINS="+strings.Join(distPlugins, " "), "DIST_OUT="+out); err != nil {
+		t.Fatalf("make dist: %v\n%s", err, b)
 	}
-	return distOut
+	return out
 }
 
 func distMake(t *testing.T, args ...string) ([]byte, error) {
