@@ -83,6 +83,9 @@ func newFloorKit(payload, secret []byte) (*floorKit, error) {
 		return nil, err
 	}
 	k := &floorKit{signer: signer, verifier: v, secret: secret}
+	if len(payload) == 0 {
+		payload = nil
+	}
 	if k.key, err = guest.NewKey(guest.KindECP256); err != nil {
 		return nil, err
 	}

@@ -192,8 +192,10 @@ func run(ctx context.Context, o *options) error {
 	}
 	fmt.Printf("kbs-bench: %d CPUs, GOMAXPROCS %d, %s; load average %v\n", rep.CPUs, rep.GOMAXPROCS, rep.GoVersion, rep.LoadAvg)
 	t := &target{url: strings.TrimRight(o.url, "/"), resource: o.resource, tr: newTransport(o.concurrency)}
+	// The load needs a broker; the floor and the plugin call do not.
+	needBroker := len(o.modes) > 0
 	var br *spawned
-	if o.url == "" {
+	if needBroker && o.url == "" {
 		var err error
 		if br, err = spawnBroker(ctx, o.spawn, o.pluginDir, o.profile != ""); err != nil {
 			return err
@@ -206,7 +208,7 @@ func run(ctx context.Context, o *options) error {
 		for p, why := range br.info.Skipped {
 			fmt.Printf("        %s left out: %s\n", p, why)
 		}
-	} else if o.adminToken != "" {
+	} else if needBroker && o.adminToken != "" {
 		tok, err := os.ReadFile(o.adminToken)
 		if err != nil {
 			return err
@@ -223,9 +225,14 @@ func run(ctx context.Context, o *options) error {
 
 	// One handshake: the broker works, the resource is there, and its
 	// plaintext and a real token's claims are known.
-	tok, err := t.probe(ctx)
-	if err != nil {
-		return fmt.Errorf("first handshake against %s: %w", t.url, err)
+	var tok string
+	if needBroker {
+		var err error
+		if tok, err = t.probe(ctx); err != nil {
+			return fmt.Errorf("first handshake against %s: %w", t.url, err)
+		}
+	} else {
+		t.secret = make([]byte, 32)
 	}
 
 	if o.pluginCalls > 0 {

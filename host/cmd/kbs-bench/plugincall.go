@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,7 +48,9 @@ func measurePluginCall(ctx context.Context, dir string, n int) (*PluginCall, err
 	if err != nil {
 		return nil, err
 	}
-	c, err := pluginclient.Start(ctx, pluginclient.Config{Path: path, SHA256: sum, StartTimeout: 20 * time.Second})
+	// As the host starts its plugins: GOMAXPROCS half its own.
+	env := []string{"GOMAXPROCS=" + strconv.Itoa(max(1, runtime.GOMAXPROCS(0)/2))}
+	c, err := pluginclient.Start(ctx, pluginclient.Config{Path: path, SHA256: sum, StartTimeout: 20 * time.Second, Env: env})
 	if err != nil {
 		return nil, err
 	}
