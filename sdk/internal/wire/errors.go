@@ -6,6 +6,7 @@ package wire
 import (
 	"context"
 	"errors"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -13,6 +14,10 @@ import (
 	"github.com/gokbs/kbs/sdk"
 	pb "github.com/gokbs/kbs/sdk/internal/pb/pluginv1"
 )
+
+// deadlineSlack is how close to the caller's deadline a cancellation from
+// the other side still counts as that deadline passing.
+const deadlineSlack = 20 * time.Millisecond
 
 var classCodes = map[sdk.Class]codes.Code{
 	sdk.ClassBadEvidence:     codes.InvalidArgument,
@@ -55,7 +60,16 @@ func fromStatus(ctx context.Context, err error) error {
 	}
 	switch st.Code() {
 	case codes.DeadlineExceeded, codes.Canceled:
-		if ctxErr := ctx.Err(); ctxErr != nil {
+		ctxErr := ctx.Err()
+		if ctxErr == nil {
+			// The plugin saw the propagated deadline and reset the stream
+			// a moment before the caller's own timer fired: the cause is
+			// still the caller's deadline.
+			if dl, ok := ctx.Deadline(); ok && time.Until(dl) < deadlineSlack {
+				ctxErr = context.DeadlineExceeded
+			}
+		}
+		if ctxErr != nil {
 			return errors.Join(&sdk.Error{Class: sdk.ClassUnavailable, Msg: "plugin call: " + ctxErr.Error()}, ctxErr)
 		}
 		return &sdk.Error{Class: sdk.ClassUnavailable, Msg: "plugin call: " + st.Message()}
