@@ -428,6 +428,9 @@ func (s *spawned) config(ctx context.Context, pluginDir, addr, repo, policy stri
 	claimed := map[string]string{}
 	var b strings.Builder
 	fmt.Fprintf(&b, "[http_server]\nsockets = [%q]\ninsecure_http = true\n\n", addr)
+	// The bench measures the broker, not its deliberate limit on new
+	// handshakes (session.auth_rate), which would cap the handshake rate.
+	fmt.Fprintf(&b, "[session]\nauth_rate = 0\n\n")
 	fmt.Fprintf(&b, "[plugins]\ndir = %q\n\n", pluginDir)
 	section := func(kind, name string, routes []string, settings map[string]any) error {
 		if kind == "token" {

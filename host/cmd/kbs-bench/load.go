@@ -183,10 +183,19 @@ func shortType(t string) string {
 func (t *target) runLoad(ctx context.Context, mode string, c int, n int64, d, warmup time.Duration, prof *profiler) (*LoadRun, error) {
 	// Bearer mode: each worker attests once, then fetches with its token.
 	type worker struct {
-		g   *guestOf
-		tok string
+		g    *guestOf
+		tok  string
+		conn *conn
 	}
 	workers := make([]worker, c)
+	for i := range workers {
+		cn, err := newConn(t.url)
+		if err != nil {
+			return nil, err
+		}
+		workers[i].conn = cn
+		defer cn.close()
+	}
 	if mode == ModeBearer {
 		var wg sync.WaitGroup
 		errs := make([]error, c)
@@ -204,7 +213,7 @@ func (t *target) runLoad(ctx context.Context, mode string, c int, n int64, d, wa
 				}
 				jwk, _ := g.key.PublicJWKJSON()
 				tok, err := g.client.Attest(ctx, ch, jwk, sampleEvidence)
-				workers[i] = worker{g: g, tok: tok}
+				workers[i].g, workers[i].tok = g, tok
 				errs[i] = err
 			})
 		}
@@ -215,9 +224,9 @@ func (t *target) runLoad(ctx context.Context, mode string, c int, n int64, d, wa
 	}
 	op := func(ctx context.Context, w *worker) error {
 		if mode == ModeBearer {
-			return t.fetch(ctx, w.g, w.tok)
+			return t.leanFetch(ctx, w.conn, w.g.key, "", w.tok)
 		}
-		_, err := t.handshake(ctx)
+		_, err := t.leanHandshake(ctx, w.conn)
 		return err
 	}
 

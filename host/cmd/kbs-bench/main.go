@@ -298,6 +298,9 @@ func run(ctx context.Context, o *options) error {
 			if br != nil {
 				br.info.PeakRSSMiB = max(br.info.PeakRSSMiB, br.peakRSS())
 			}
+			if r.ErrorKinds["429 TooManyRequests"] > 0 {
+				fmt.Println("          (429: the broker's session.auth_rate limits new handshakes; set it to 0 to measure the broker itself)")
+			}
 			rep.Runs = append(rep.Runs, r)
 			if b := rep.Best[mode]; b == nil || r.ratio() > b.ratio() {
 				rep.Best[mode] = r

@@ -1,9 +1,12 @@
 package protocol
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -163,4 +166,57 @@ func FuzzParseResourcePath(f *testing.F) {
 			t.Fatalf("%q parsed into %q", raw, p.String())
 		}
 	})
+}
+
+// FuzzNoDuplicateKeys: the hand-written walk agrees with one built on
+// encoding/json's tokenizer on every valid JSON document.
+//
+//	go test -run=^$ -fuzz=FuzzNoDuplicateKeys -fuzztime=10s ./internal/protocol
+func FuzzNoDuplicateKeys(f *testing.F) {
+	for _, seed := range []string{
+		`{"a":1,"A":2}`, `{"runtime-data":{"x":"\"","x":1}}`, `{"a":"\\","b":[{"a":1}],"c":{"a":{"a":1}}}`,
+		` { "runtime-data" : { "nonce" : [ "}" ] } , "tee-evidence" : { } } `, `{"t\u0065e":1,"tee":2}`, `[]`, `"x"`, `{}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	nested := []string{"runtime-data", "tee-evidence", "init-data"}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if !json.Valid(data) {
+			return
+		}
+		got := noDuplicateKeys(data, nested...)
+		want := referenceDuplicateKeys(data, nested)
+		if (got == nil) != (want == nil) {
+			t.Fatalf("%q: walk says %v, tokenizer says %v", data, got, want)
+		}
+	})
+}
+
+func referenceDuplicateKeys(raw []byte, nested []string) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key := tok.(string)
+		if seen[strings.ToLower(key)] {
+			return errors.New("repeated")
+		}
+		seen[strings.ToLower(key)] = true
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return err
+		}
+		if slices.Contains(nested, key) {
+			if err := referenceDuplicateKeys(v, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
