@@ -20,7 +20,7 @@ import (
 
 const (
 	// verifiedMax bounds the entries; beyond it an arbitrary one goes.
-	verifiedMax = 1024
+	verifiedMax = 512
 	// verifiedMaxToken bounds the tokens remembered (keys are kept).
 	verifiedMaxToken = 16 << 10
 )
