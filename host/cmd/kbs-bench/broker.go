@@ -38,6 +38,8 @@ type Broker struct {
 	// the highest seen while the load ran.
 	IdleRSSMiB float64 `json:"idle_rss_mib"`
 	PeakRSSMiB float64 `json:"peak_rss_mib"`
+	// PeakHostRSSMiB is the host process's share of the peak.
+	PeakHostRSSMiB float64 `json:"peak_host_rss_mib"`
 	Processes  int     `json:"processes"`
 }
 
@@ -51,8 +53,9 @@ type spawned struct {
 	info   Broker
 	logs   *logTail
 
-	mu   sync.Mutex
-	peak int64
+	mu       sync.Mutex
+	peak     int64
+	peakHost int64
 	stop chan struct{}
 	done chan struct{}
 }
@@ -192,12 +195,18 @@ func (s *spawned) sampleRSS() {
 		if time.Since(found) > 3*time.Second {
 			pids, found = descendants(s.cmd.Process.Pid), time.Now()
 		}
-		var rss int64
-		for _, p := range pids {
-			rss += statmRSS(p)
+		var rss, host int64
+		for i, p := range pids {
+			r := statmRSS(p)
+			rss += r
+			if i == 0 {
+				host = r
+			}
 		}
 		s.mu.Lock()
-		s.peak = max(s.peak, rss)
+		if rss > s.peak {
+			s.peak, s.peakHost = rss, host
+		}
 		s.mu.Unlock()
 	}
 }
@@ -232,14 +241,15 @@ func statmRSS(pid int) int64 {
 // resetPeak starts a new peak (the load is about to start).
 func (s *spawned) resetPeak() {
 	s.mu.Lock()
-	s.peak = 0
+	s.peak, s.peakHost = 0, 0
 	s.mu.Unlock()
 }
 
-func (s *spawned) peakRSS() float64 {
+// peakRSS returns the peak of the broker's processes and the host's share.
+func (s *spawned) peakRSS() (float64, float64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return mib(s.peak)
+	return mib(s.peak), mib(s.peakHost)
 }
 
 // close stops the broker (SIGTERM, then SIGKILL of its group) and removes

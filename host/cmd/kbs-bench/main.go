@@ -296,7 +296,9 @@ func run(ctx context.Context, o *options) error {
 				r.CPURatio = us(floorCPU) / total
 			}
 			if br != nil {
-				br.info.PeakRSSMiB = max(br.info.PeakRSSMiB, br.peakRSS())
+				if peak, host := br.peakRSS(); peak > br.info.PeakRSSMiB {
+					br.info.PeakRSSMiB, br.info.PeakHostRSSMiB = peak, host
+				}
 			}
 			if r.ErrorKinds["429 TooManyRequests"] > 0 {
 				fmt.Println("          (429: the broker's session.auth_rate limits new handshakes; set it to 0 to measure the broker itself)")
@@ -322,7 +324,8 @@ func run(ctx context.Context, o *options) error {
 		}
 	}
 	if br != nil {
-		fmt.Printf("broker RSS under load: peak %.0f MiB (host and plugins)\n", br.info.PeakRSSMiB)
+		fmt.Printf("broker RSS under load: peak %.0f MiB (host %.0f MiB, plugins %.0f MiB)\n",
+			br.info.PeakRSSMiB, br.info.PeakHostRSSMiB, br.info.PeakRSSMiB-br.info.PeakHostRSSMiB)
 	}
 	rep.Targets = targets(rep)
 	fmt.Println("targets:")
