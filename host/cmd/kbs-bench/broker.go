@@ -40,7 +40,7 @@ type Broker struct {
 	PeakRSSMiB float64 `json:"peak_rss_mib"`
 	// PeakHostRSSMiB is the host process's share of the peak.
 	PeakHostRSSMiB float64 `json:"peak_host_rss_mib"`
-	Processes  int     `json:"processes"`
+	Processes      int     `json:"processes"`
 }
 
 // spawned is a kbs-host that kbs-bench runs.
@@ -56,8 +56,8 @@ type spawned struct {
 	mu       sync.Mutex
 	peak     int64
 	peakHost int64
-	stop chan struct{}
-	done chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
 }
 
 // logTail keeps the end of the broker's log for an error message.
