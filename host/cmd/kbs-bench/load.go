@@ -52,6 +52,10 @@ type LoadRun struct {
 	// guests (this process) and, for a broker kbs-bench started, of the
 	// host and of its plugins: where the machine's time went.
 	CPUPerOp map[string]float64 `json:"cpu_us_per_op"`
+	// PeakRSSMiB is the peak RSS of a broker kbs-bench started (host and
+	// plugins) during this run, and the host's share of it.
+	PeakRSSMiB     float64 `json:"peak_rss_mib,omitempty"`
+	PeakHostRSSMiB float64 `json:"peak_host_rss_mib,omitempty"`
 }
 
 // target is what the load drives.

@@ -297,8 +297,9 @@ func run(ctx context.Context, o *options) error {
 				r.CPURatio = us(floorCPU) / total
 			}
 			if br != nil {
-				if peak, host := br.peakRSS(); peak > br.info.PeakRSSMiB {
-					br.info.PeakRSSMiB, br.info.PeakHostRSSMiB = peak, host
+				r.PeakRSSMiB, r.PeakHostRSSMiB = br.peakRSS()
+				if r.PeakRSSMiB > br.info.PeakRSSMiB {
+					br.info.PeakRSSMiB, br.info.PeakHostRSSMiB = r.PeakRSSMiB, r.PeakHostRSSMiB
 				}
 			}
 			if r.ErrorKinds["429 TooManyRequests"] > 0 {
@@ -322,6 +323,9 @@ func run(ctx context.Context, o *options) error {
 				}
 			}
 			fmt.Printf("; load average %v\n", r.LoadAvg)
+			if r.PeakRSSMiB > 0 {
+				fmt.Printf("          RSS peak %.0f MiB (host %.0f MiB)\n", r.PeakRSSMiB, r.PeakHostRSSMiB)
+			}
 		}
 	}
 	if br != nil {
