@@ -19,7 +19,7 @@ MODULES := sdk host $(patsubst %/go.mod,%,$(wildcard plugins/*/*/go.mod))
 GOTEST_FLAGS ?= -count=1
 export GOFLAGS ?= -buildvcs=false
 
-.PHONY: all build host plugins manifest run test vet fmt proto clean new-plugin
+.PHONY: all build host plugins manifest run test vet fmt proto clean new-plugin bench fuzz
 
 all: build
 
@@ -28,6 +28,7 @@ build: host plugins manifest
 host:
 	$(GO) build -o $(BIN)/kbs-host ./host/cmd/kbs-host
 	$(GO) build -o $(BIN)/kbs-client ./host/cmd/kbs-client
+	$(GO) build -o $(BIN)/kbs-bench ./host/cmd/kbs-bench
 
 plugins:
 	@mkdir -p $(BIN)/plugins
@@ -75,6 +76,19 @@ proto:
 		--go_out=sdk --go_opt=module=github.com/gokbs/kbs/sdk \
 		--go-grpc_out=sdk --go-grpc_opt=module=github.com/gokbs/kbs/sdk \
 		proto/kbs/plugin/v1/plugin.proto
+
+# Load harness: starts bin/kbs-host with every plugin and measures it (README, Performance).
+bench: build
+	$(BIN)/kbs-bench $(BENCH_ARGS)
+
+# A short run of every fuzz target (CI); FUZZTIME=10m for a longer one.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := internal/protocol:FuzzAuth internal/protocol:FuzzAttest internal/protocol:FuzzParseResourcePath internal/protocol:FuzzNoDuplicateKeys internal/jwe:FuzzParseTEEPubKey internal/guest:FuzzDecrypt internal/guest:FuzzSealOpen internal/tokenverify:FuzzVerify
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "== fuzz $$fn ($$pkg, $(FUZZTIME))"; \
+		(cd host && $(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) ./$$pkg); \
+	done
 
 # A new plugin from the template: make new-plugin KIND=verifier NAME=acme [DIR=/path]
 new-plugin:

@@ -200,7 +200,7 @@ func Default() Config {
 			WriteTimeout:       60 * time.Second,
 			MaxHeaderBytes:     1 << 20,
 		},
-		Session:          Session{Timeout: 5 * time.Minute, MaxSessions: 100000, StorageType: SessionMemory, AuthRate: 1000, AuthBurst: 2000},
+		Session:          Session{Timeout: 5 * time.Minute, MaxSessions: 20000, StorageType: SessionMemory, AuthRate: 1000, AuthBurst: 2000},
 		AttestationToken: AttestationToken{Leeway: 60 * time.Second, JWKSTimeout: 10 * time.Second, JWKSMinRefresh: 30 * time.Second, JWKSMaxAge: 10 * time.Minute},
 		Storage:          Storage{StorageType: StorageBolt, KeyPrefix: "kbs:", Timeout: 2 * time.Second, RefreshInterval: time.Second},
 		Plugins:          Plugins{StartTimeout: 10 * time.Second, CallTimeout: 30 * time.Second},
