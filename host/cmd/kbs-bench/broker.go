@@ -440,7 +440,9 @@ func (s *spawned) config(ctx context.Context, pluginDir, addr, repo, policy stri
 	fmt.Fprintf(&b, "[http_server]\nsockets = [%q]\ninsecure_http = true\n\n", addr)
 	// The bench measures the broker, not its deliberate limit on new
 	// handshakes (session.auth_rate), which would cap the handshake rate.
-	fmt.Fprintf(&b, "[session]\nauth_rate = 0\n\n")
+	// Nor the bound on live sessions: a sustained run opens far more
+	// handshakes within one session.timeout than a cluster's boot does.
+	fmt.Fprintf(&b, "[session]\nauth_rate = 0\nmax_sessions = 1000000\n\n")
 	fmt.Fprintf(&b, "[plugins]\ndir = %q\n\n", pluginDir)
 	section := func(kind, name string, routes []string, settings map[string]any) error {
 		if kind == "token" {
