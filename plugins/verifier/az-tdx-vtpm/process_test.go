@@ -2,53 +2,22 @@ package aztdxvtpm
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/gokbs/kbs/plugins/lib/dcap/dcaptest"
 	"github.com/gokbs/kbs/plugins/lib/vtpm"
 	"github.com/gokbs/kbs/plugins/lib/vtpm/vtpmtest"
 	"github.com/gokbs/kbs/sdk"
-	"github.com/gokbs/kbs/sdk/pluginclient"
+	"github.com/gokbs/kbs/sdk/plugintest"
 	"github.com/gokbs/kbs/sdk/verifier"
 )
 
 const binName = "kbs-plugin-verifier-az-tdx-vtpm"
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// pluginBinary is the real plugin binary: make build's (KBS_BIN_DIR), or
-// built once for this test run.
+// pluginBinary is the real plugin binary (make build's, or built once).
 func pluginBinary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if d := os.Getenv("KBS_BIN_DIR"); d != "" {
-			binPath = filepath.Join(d, "plugins", binName)
-			return
-		}
-		dir, err := os.MkdirTemp("", "kbs-az-tdx-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, binName)
-		if out, err := exec.Command("go", "build", "-o", binPath, "./cmd/"+binName).CombinedOutput(); err != nil {
-			buildErr = errors.New(string(out))
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("building the plugin: %v", buildErr)
-	}
-	return binPath
+	return plugintest.Binary(t, "kbs-plugin-verifier-az-tdx-vtpm")
 }
 
 // TestProcess runs the real binary through go-plugin, as kbs-host does,
@@ -60,20 +29,7 @@ func TestProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := pluginBinary(t)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(b)
-	c, err := pluginclient.Start(context.Background(), pluginclient.Config{Path: path, SHA256: sum[:]})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Kill)
-	if err := c.Configure(context.Background(), cfg); err != nil {
-		t.Fatal(err)
-	}
+	c := plugintest.StartProcess(t, pluginBinary(t), cfg)
 	if m := c.Metadata(); m.Name != "az-tdx-vtpm" || len(m.TEETypes) != 1 || m.TEETypes[0] != TEE {
 		t.Errorf("metadata = %+v", m)
 	}
