@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/gokbs/kbs/sdk"
+	"github.com/gokbs/kbs/sdk/internal/memtrim"
 	pb "github.com/gokbs/kbs/sdk/internal/pb/pluginv1"
 	"github.com/gokbs/kbs/sdk/resource"
 	"github.com/gokbs/kbs/sdk/token"
@@ -56,6 +57,10 @@ func (s *pluginServer) Configure(ctx context.Context, req *pb.ConfigureRequest) 
 	if err != nil {
 		return nil, err
 	}
+	// The host configures a plugin once, right after starting it: from
+	// here on the plugin only serves calls, and the pages of its start-up
+	// can go.
+	memtrim.ReleaseAfterStart()
 	return &pb.ConfigureResponse{}, nil
 }
 
