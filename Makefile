@@ -50,6 +50,10 @@ manifest: host plugins
 run: build
 	$(BIN)/kbs-host --dev --plugin-dir $(BIN)/plugins $(RUN_ARGS)
 
+# make test ends with a short run of every fuzz target (TEST_FUZZTIME each;
+# TEST_FUZZTIME=0 skips it).
+TEST_FUZZTIME ?= 10s
+
 # Tests that need the real binaries use bin/ when KBS_BIN_DIR points there,
 # and build their own otherwise.
 test: build
@@ -60,6 +64,7 @@ test: build
 	done
 	@echo "== go test sdk/examples/verifier-template (out of the workspace)"
 	(cd sdk/examples/verifier-template && GOWORK=off $(GO) test $(GOTEST_FLAGS) ./...)
+	@if [ "$(TEST_FUZZTIME)" != 0 ]; then $(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME); fi
 
 vet:
 	@set -e; for m in $(MODULES); do \
@@ -86,7 +91,7 @@ proto:
 bench: build
 	$(BIN)/kbs-bench $(BENCH_ARGS)
 
-# A short run of every fuzz target (CI); FUZZTIME=10m for a longer one.
+# A run of every fuzz target (make test runs them briefly); FUZZTIME=10m or 4h for a longer one.
 FUZZTIME ?= 10s
 FUZZ_TARGETS := internal/protocol:FuzzAuth internal/protocol:FuzzAttest internal/protocol:FuzzParseResourcePath internal/protocol:FuzzNoDuplicateKeys internal/jwe:FuzzParseTEEPubKey internal/guest:FuzzDecrypt internal/guest:FuzzSealOpen internal/tokenverify:FuzzVerify
 fuzz:

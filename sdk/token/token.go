@@ -5,6 +5,7 @@ package token
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -65,30 +66,39 @@ func (a Appraisal) MarshalJSON() ([]byte, error) {
 	return json.Marshal(m)
 }
 
-// UnmarshalJSON is the inverse of MarshalJSON.
+// UnmarshalJSON is the inverse of MarshalJSON. It reads the object once:
+// the members it knows are decoded from their raw bytes, the others become
+// Extensions (a token issuer decodes the host's request on every attest).
 func (a *Appraisal) UnmarshalJSON(b []byte) error {
-	type plain Appraisal
-	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
 	var all map[string]json.RawMessage
 	if err := json.Unmarshal(b, &all); err != nil {
 		return err
 	}
-	for _, k := range []string{"ear.status", "ear.trustworthiness-vector", "ear.appraisal-policy-id", "ear.veraison.annotated-evidence"} {
-		delete(all, k)
-	}
-	if len(all) > 0 {
-		p.Extensions = make(map[string]any, len(all))
-		for k, raw := range all {
+	var p Appraisal
+	for k, raw := range all {
+		var err error
+		switch k {
+		case "ear.status":
+			err = json.Unmarshal(raw, &p.Status)
+		case "ear.trustworthiness-vector":
+			err = json.Unmarshal(raw, &p.TrustVector)
+		case "ear.appraisal-policy-id":
+			err = json.Unmarshal(raw, &p.PolicyID)
+		case "ear.veraison.annotated-evidence":
+			err = json.Unmarshal(raw, &p.AnnotatedEvidence)
+		default:
 			var v any
-			if err := json.Unmarshal(raw, &v); err != nil {
-				return err
+			if err = json.Unmarshal(raw, &v); err == nil {
+				if p.Extensions == nil {
+					p.Extensions = make(map[string]any, len(all))
+				}
+				p.Extensions[k] = v
 			}
-			p.Extensions[k] = v
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", k, err)
 		}
 	}
-	*a = Appraisal(p)
+	*a = p
 	return nil
 }
