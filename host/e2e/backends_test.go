@@ -135,6 +135,11 @@ resource_policy_file = %q
 
 [storage]
 dir = %q
+
+# These tests are of the backends themselves (a backend that is down is a
+# 503): every request must reach the backend. TestResourceCache tests the cache.
+[resource_cache]
+ttl = "0s"
 `, addr, bins(t).pluginDir, repo, sections, policyFile, filepath.Join(dir, "state"))
 	path := filepath.Join(dir, "kbs.toml")
 	writeFile(t, path, []byte(cfg))
@@ -506,6 +511,10 @@ resource_policy_file = %q
 
 [storage]
 dir = %q
+
+# A rotation must be seen by the next fetch, not after resource_cache.ttl.
+[resource_cache]
+ttl = "0s"
 `, addr, bins(t).pluginDir, repo, policyFile, filepath.Join(dir, "state"))))
 	br := startConfig(t, cfgPath, "http://"+addr, nil)
 

@@ -90,7 +90,10 @@ func metric(t *testing.T, url, series string) float64 {
 func TestPluginKilledUnderLoad(t *testing.T) {
 	for _, id := range []string{"verifier-sample", "resource-fs", "token-ear"} {
 		t.Run(id, func(t *testing.T) {
-			br := startDev(t, "")
+			// With the resource cache on, guests would not call the fs
+			// plugin, and its crash would be found by the supervisor's
+			// ping alone: the test is of crashes met by calls.
+			br := startDevEnv(t, "", []string{"KBS_RESOURCE_CACHE__TTL=0s"})
 			writeResource(t, br.DevDir, "default/key/load", []byte("under load"))
 			ctx := context.Background()
 			if _, err := guestHandshake(ctx, br.URL, "default/key/load"); err != nil {

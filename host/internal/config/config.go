@@ -40,6 +40,7 @@ type Config struct {
 	Admin            adminauth.Config `koanf:"admin"`
 	Policy           Policy           `koanf:"policy"`
 	Storage          Storage          `koanf:"storage"`
+	ResourceCache    ResourceCache    `koanf:"resource_cache"`
 	Log              Log              `koanf:"log"`
 	Debug            Debug            `koanf:"debug"`
 }
@@ -172,6 +173,27 @@ type Storage struct {
 	RefreshInterval time.Duration `koanf:"refresh_interval"`
 }
 
+// ResourceCache keeps resource values briefly in front of the resource
+// backends: each backend call crosses into a plugin process and, for a
+// remote backend, spends a round trip and the vault's throttling budget,
+// while a cluster scaling up asks for the same few secrets at once. The
+// resource policy is still evaluated, and the value sealed, per request.
+type ResourceCache struct {
+	// TTL is how long a value is served without asking the backend again:
+	// a change made outside this host (another replica, the backend
+	// itself, a CSI rotation) is seen within it; changes through this
+	// host's admin API at once. 0 turns the cache off.
+	TTL time.Duration `koanf:"ttl"`
+	// MaxEntries bounds the values held. 0 holds none.
+	MaxEntries int `koanf:"max_entries"`
+	// MaxBytes bounds the total size of the values held; a value larger
+	// than MaxBytes/16 is never held. 0 holds none.
+	MaxBytes int64 `koanf:"max_bytes"`
+}
+
+// On reports whether resource values are cached at all.
+func (r ResourceCache) On() bool { return r.TTL > 0 && r.MaxEntries > 0 && r.MaxBytes > 0 }
+
 // Storage and session store types.
 const (
 	StorageBolt   = "bolt"
@@ -204,6 +226,7 @@ func Default() Config {
 		AttestationToken: AttestationToken{Leeway: 60 * time.Second, JWKSTimeout: 10 * time.Second, JWKSMinRefresh: 30 * time.Second, JWKSMaxAge: 10 * time.Minute},
 		Storage:          Storage{StorageType: StorageBolt, KeyPrefix: "kbs:", Timeout: 2 * time.Second, RefreshInterval: time.Second},
 		Plugins:          Plugins{StartTimeout: 10 * time.Second, CallTimeout: 30 * time.Second},
+		ResourceCache:    ResourceCache{TTL: 5 * time.Second, MaxEntries: 1024, MaxBytes: 16 << 20},
 		Log:              Log{Level: "info"},
 	}
 }
@@ -316,6 +339,15 @@ func (c *Config) Validate() error {
 		} else if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 			errs = append(errs, fmt.Errorf("debug.pprof_listen: %q is not a loopback address: the profiler must not be reachable from the network", a))
 		}
+	}
+	if c.ResourceCache.TTL < 0 {
+		errs = append(errs, errors.New("resource_cache.ttl must be 0 (no cache) or positive"))
+	}
+	if c.ResourceCache.MaxEntries < 0 {
+		errs = append(errs, errors.New("resource_cache.max_entries must be 0 (no cache) or positive"))
+	}
+	if c.ResourceCache.MaxBytes < 0 {
+		errs = append(errs, errors.New("resource_cache.max_bytes must be 0 (no cache) or a positive number of bytes"))
 	}
 	if c.Session.MaxSessions <= 0 {
 		errs = append(errs, errors.New("session.max_sessions must be positive"))

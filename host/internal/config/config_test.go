@@ -37,6 +37,10 @@ func TestExampleConfigLoads(t *testing.T) {
 	if len(cfg.Plugins.Resource) != 1 || cfg.Plugins.Resource[0].Routes[0] != "*" {
 		t.Errorf("resource plugins = %+v", cfg.Plugins.Resource)
 	}
+	// The example documents the defaults: the two must not drift apart.
+	if cfg.ResourceCache != Default().ResourceCache {
+		t.Errorf("resource_cache in configs/kbs.toml = %+v, defaults %+v", cfg.ResourceCache, Default().ResourceCache)
+	}
 }
 
 func TestLoad(t *testing.T) {
@@ -78,6 +82,27 @@ func TestLoad(t *testing.T) {
 		"unknown storage type":  {body: minimal, env: []string{"KBS_STORAGE__STORAGE_TYPE=etcd"}, wantErr: "storage.storage_type \"etcd\""},
 		"unknown session store": {body: minimal, env: []string{"KBS_SESSION__STORAGE_TYPE=disk"}, wantErr: "session.storage_type \"disk\""},
 		"zero refresh interval": {body: minimal, env: []string{"KBS_STORAGE__REFRESH_INTERVAL=0s"}, wantErr: "refresh_interval"},
+		"resource cache defaults": {body: minimal, check: func(t *testing.T, c *Config) {
+			want := ResourceCache{TTL: 5 * time.Second, MaxEntries: 1024, MaxBytes: 16 << 20}
+			if c.ResourceCache != want || !c.ResourceCache.On() {
+				t.Errorf("resource_cache = %+v, want %+v", c.ResourceCache, want)
+			}
+		}},
+		"resource cache from file": {body: minimal + "\n[resource_cache]\nttl = \"300ms\"\nmax_entries = 10\nmax_bytes = 4096\n",
+			check: func(t *testing.T, c *Config) {
+				if want := (ResourceCache{TTL: 300 * time.Millisecond, MaxEntries: 10, MaxBytes: 4096}); c.ResourceCache != want {
+					t.Errorf("resource_cache = %+v, want %+v", c.ResourceCache, want)
+				}
+			}},
+		"resource cache off": {body: minimal, env: []string{"KBS_RESOURCE_CACHE__TTL=0s"}, check: func(t *testing.T, c *Config) {
+			if c.ResourceCache.On() {
+				t.Errorf("ttl 0s leaves the cache on: %+v", c.ResourceCache)
+			}
+		}},
+		"resource cache negative ttl":         {body: minimal, env: []string{"KBS_RESOURCE_CACHE__TTL=-1s"}, wantErr: "resource_cache.ttl"},
+		"resource cache negative max_entries": {body: minimal, env: []string{"KBS_RESOURCE_CACHE__MAX_ENTRIES=-1"}, wantErr: "resource_cache.max_entries"},
+		"resource cache negative max_bytes":   {body: minimal + "\n[resource_cache]\nmax_bytes = -1\n", wantErr: "resource_cache.max_bytes"},
+		"resource cache unknown key":          {body: minimal + "\n[resource_cache]\nmax_size = 1\n", wantErr: "max_size"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -24,10 +24,12 @@ import (
 	"github.com/gokbs/kbs/host/internal/metrics"
 	"github.com/gokbs/kbs/host/internal/plugins"
 	"github.com/gokbs/kbs/host/internal/protocol"
+	"github.com/gokbs/kbs/host/internal/rescache"
 	"github.com/gokbs/kbs/host/internal/session"
 	"github.com/gokbs/kbs/host/internal/tokens"
 	"github.com/gokbs/kbs/host/internal/tokenverify"
 	"github.com/gokbs/kbs/sdk"
+	"github.com/gokbs/kbs/sdk/resource"
 	"github.com/gokbs/kbs/sdk/token"
 )
 
@@ -98,6 +100,15 @@ func New(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, er
 	if err != nil {
 		return nil, err
 	}
+	cache, err := resourceCache(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	if cache != nil {
+		// Clears the values held, so that no secret outlives the broker's
+		// shutdown in memory longer than it must.
+		d.closers = append(d.closers, cache.Close)
+	}
 	svc := &protocol.Service{
 		Plugins:        d.plugins,
 		Sessions:       d.sessions,
@@ -108,6 +119,7 @@ func New(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, er
 		Log:            log.Named("protocol"),
 		Audit:          audit,
 		Observe:        m,
+		Cache:          cache,
 	}
 	srv := &api.Server{
 		Protocol:  svc,
@@ -129,6 +141,23 @@ func New(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Daemon, er
 	}
 	ok = true
 	return d, nil
+}
+
+// resourceCache is the [resource_cache] in front of the resource
+// backends, or nil when it is off.
+func resourceCache(cfg *config.Config, log hclog.Logger) (*rescache.Cache[resource.Path], error) {
+	rc := cfg.ResourceCache
+	if !rc.On() {
+		log.Info("resource cache off: every resource request asks its backend")
+		return nil, nil
+	}
+	c, err := rescache.New[resource.Path](rescache.Options{TTL: rc.TTL, MaxEntries: rc.MaxEntries, MaxBytes: rc.MaxBytes})
+	if err != nil {
+		return nil, fmt.Errorf("resource_cache: %w", err)
+	}
+	log.Info("resource cache on: a value changed outside this host is served for up to ttl",
+		"ttl", rc.TTL, "max_entries", rc.MaxEntries, "max_bytes", rc.MaxBytes)
+	return c, nil
 }
 
 // tokenVerifier trusts the own token issuer plus [attestation_token].

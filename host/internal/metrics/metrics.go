@@ -1,7 +1,7 @@
 // Package metrics is the broker's Prometheus instrumentation: HTTP requests,
-// attestations, resource decisions, plugin calls and restarts, errors and
-// sessions, served at /metrics. Every method is safe on a nil *Metrics, so
-// that code under test needs none.
+// attestations, resource decisions and cache hits, plugin calls and
+// restarts, errors and sessions, served at /metrics. Every method is safe
+// on a nil *Metrics, so that code under test needs none.
 package metrics
 
 import (
@@ -35,6 +35,9 @@ type Metrics struct {
 	pluginTime   *prometheus.HistogramVec
 	errs         *prometheus.CounterVec
 	rateLimited  prometheus.Counter
+	// The two series of kbs_resource_cache_total, resolved once: they are
+	// counted on every resource request.
+	cacheHit, cacheMiss prometheus.Counter
 }
 
 // New returns the broker's metrics on a registry of their own, with the Go
@@ -75,7 +78,12 @@ func New() *Metrics {
 			Help: "Auth requests refused by the session.auth_rate limit.",
 		}),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.attestations, m.resources, m.pluginCalls, m.pluginTime, m.errs, m.rateLimited,
+	cache := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "resource_cache_total",
+		Help: "Resource requests the policy allowed, by whether the resource cache held the value (hit) or the backend was asked (miss).",
+	}, []string{"result"})
+	m.cacheHit, m.cacheMiss = cache.WithLabelValues("hit"), cache.WithLabelValues("miss")
+	m.reg.MustRegister(m.requests, m.duration, m.attestations, m.resources, m.pluginCalls, m.pluginTime, m.errs, m.rateLimited, cache,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -129,6 +137,19 @@ func (m *Metrics) Resource(released bool) {
 		d = "released"
 	}
 	m.resources.WithLabelValues(d).Inc()
+}
+
+// ResourceCache records whether the resource cache held the value of a
+// request the policy allowed.
+func (m *Metrics) ResourceCache(hit bool) {
+	if m == nil {
+		return
+	}
+	if hit {
+		m.cacheHit.Inc()
+	} else {
+		m.cacheMiss.Inc()
+	}
 }
 
 // PluginCall records one call into a plugin ("verifier/sample").

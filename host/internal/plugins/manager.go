@@ -247,7 +247,33 @@ func New(ctx context.Context, opts Options, specs []Spec) (*Manager, error) {
 		p.publish(insts[i])
 		m.wg.Go(func() { m.supervise(p, insts[i]) })
 	}
+	m.wg.Go(m.watchExits)
 	return m, nil
+}
+
+// exitPoll is how often the manager looks for plugin processes that have
+// exited. go-plugin notices an exit at once but only answers when asked;
+// asking is a field read, so a dead plugin is restarted within this delay
+// even when no call meets it (a resource served from the cache, a verifier
+// for a TEE nobody uses), rather than at the next ping.
+const exitPoll = 100 * time.Millisecond
+
+// watchExits nudges the supervisor of every plugin whose process exited.
+func (m *Manager) watchExits() {
+	t := time.NewTicker(exitPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, p := range m.plugins {
+			if inst := p.cur.Load(); inst != nil && inst.client.Exited() {
+				p.poke()
+			}
+		}
+	}
 }
 
 func (m *Manager) newManaged(s Spec) *managed {

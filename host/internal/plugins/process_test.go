@@ -394,6 +394,30 @@ func TestPluginExitingMidCall(t *testing.T) {
 	}
 }
 
+// A plugin that dies while nobody calls it (a resource served from the
+// cache, a verifier for a TEE nobody uses) is restarted at once, not at the
+// next health check: the ping interval here is an hour.
+func TestExitNoticedWithoutCalls(t *testing.T) {
+	dir := install(t, "kbs-plugin-verifier-test")
+	opts := testOptions(t, dir)
+	opts.PingInterval = time.Hour
+	opts.RestartBackoffMin = 10 * time.Millisecond
+	m := startManager(t, opts, Spec{Kind: "verifier", Name: "test"})
+	pid := statusOf(m, "verifier", "test").PID
+	killed := time.Now()
+	must(t, syscall.Kill(pid, syscall.SIGKILL))
+	waitFor(t, 5*time.Second, "a new process without any call or ping", func() bool {
+		st := statusOf(m, "verifier", "test")
+		return st.State == StateRunning && st.PID != pid
+	})
+	t.Logf("restarted %s after the SIGKILL", time.Since(killed).Round(time.Millisecond))
+	tv, err := m.Verifier("test")
+	must(t, err)
+	if _, err := tv.Verify(context.Background(), testRequest("")); err != nil {
+		t.Fatalf("call after the restart: %v", err)
+	}
+}
+
 // Plugins run without the host's environment: only what go-plugin itself
 // needs for the handshake and mTLS reaches them.
 func TestPluginsDoNotInheritHostEnvironment(t *testing.T) {

@@ -98,16 +98,9 @@ func (s *Service) GetResource(ctx context.Context, cred Credentials, p resource.
 	if err != nil {
 		return nil, kbserr.New(kbserr.Unauthenticated, kbserr.JweError, "TEE public key in the token: %v", err)
 	}
-	backend, err := s.Plugins.Resource(p)
+	data, err := s.resourceValue(ctx, p)
 	if err != nil {
-		return nil, kbserr.From(err, kbserr.ResourceNotFound)
-	}
-	data, err := backend.Get(ctx, p)
-	if err != nil {
-		if errors.Is(err, sdk.ErrNotFound) {
-			return nil, kbserr.New(kbserr.NotFound, kbserr.ResourceNotFound, "resource %s not found", p)
-		}
-		return nil, kbserr.From(fmt.Errorf("resource backend: %w", err), kbserr.PluginInternalError)
+		return nil, err
 	}
 	resp, err := jwe.Seal(key, data)
 	clear(data)
@@ -119,6 +112,37 @@ func (s *Service) GetResource(ctx context.Context, cred Credentials, p resource.
 	}
 	s.audit(ctx, "resource released", "path", p.String(), "policy", d.PolicyID, "subject", subject(claims))
 	return resp, nil
+}
+
+// resourceValue reads p from the cache or its backend. The value is the
+// caller's to clear.
+func (s *Service) resourceValue(ctx context.Context, p resource.Path) ([]byte, error) {
+	if s.Cache != nil {
+		data, hit := s.Cache.Get(p)
+		if s.Observe != nil {
+			s.Observe.ResourceCache(hit)
+		}
+		if hit {
+			return data, nil
+		}
+	}
+	backend, err := s.Plugins.Resource(p)
+	if err != nil {
+		return nil, kbserr.From(err, kbserr.ResourceNotFound)
+	}
+	var data []byte
+	if s.Cache != nil {
+		data, err = s.Cache.Fetch(ctx, p, func(ctx context.Context) ([]byte, error) { return backend.Get(ctx, p) })
+	} else {
+		data, err = backend.Get(ctx, p)
+	}
+	if err != nil {
+		if errors.Is(err, sdk.ErrNotFound) {
+			return nil, kbserr.New(kbserr.NotFound, kbserr.ResourceNotFound, "resource %s not found", p)
+		}
+		return nil, kbserr.From(fmt.Errorf("resource backend: %w", err), kbserr.PluginInternalError)
+	}
+	return data, nil
 }
 
 // writeError classifies a backend's failure to write: a read-only backend
@@ -150,6 +174,7 @@ func (s *Service) ListResources(ctx context.Context, repo string) ([]string, err
 
 // PutResource stores a resource (admin; the caller has authorised it).
 func (s *Service) PutResource(ctx context.Context, p resource.Path, data []byte) error {
+	defer s.invalidate(p)()
 	backend, err := s.Plugins.Resource(p)
 	if err != nil {
 		return kbserr.From(err, kbserr.ResourceNotFound)
@@ -162,6 +187,7 @@ func (s *Service) PutResource(ctx context.Context, p resource.Path, data []byte)
 
 // DeleteResource removes a resource (admin; the caller has authorised it).
 func (s *Service) DeleteResource(ctx context.Context, p resource.Path) error {
+	defer s.invalidate(p)()
 	backend, err := s.Plugins.Resource(p)
 	if err != nil {
 		return kbserr.From(err, kbserr.ResourceNotFound)
@@ -173,6 +199,19 @@ func (s *Service) DeleteResource(ctx context.Context, p resource.Path) error {
 		return writeError(err)
 	}
 	return nil
+}
+
+// invalidate drops p's cached value now and again when the returned func
+// runs, after the write: a read that began before the write may have
+// fetched the old value, and must not keep it. The write may have landed
+// even when the backend reports a failure (a timeout), so both happen
+// whatever its outcome.
+func (s *Service) invalidate(p resource.Path) func() {
+	if s.Cache == nil {
+		return func() {}
+	}
+	s.Cache.Invalidate(p)
+	return func() { s.Cache.Invalidate(p) }
 }
 
 func (s *Service) audit(ctx context.Context, msg string, kv ...any) {

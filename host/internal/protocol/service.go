@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/gokbs/kbs/host/internal/kbserr"
+	"github.com/gokbs/kbs/host/internal/rescache"
 	"github.com/gokbs/kbs/host/internal/session"
 	"github.com/gokbs/kbs/sdk/resource"
 	"github.com/gokbs/kbs/sdk/token"
@@ -64,6 +65,9 @@ type Observer interface {
 	Attestation(tee, status string)
 	// Resource: the resource policy released or denied a resource.
 	Resource(released bool)
+	// ResourceCache: the resource cache held the value of an allowed
+	// request (hit), or the backend was asked (miss).
+	ResourceCache(hit bool)
 }
 
 // Service runs the protocol.
@@ -79,7 +83,10 @@ type Service struct {
 	Audit hclog.Logger
 	// Observe, when set, is told of appraisals and resource decisions.
 	Observe Observer
-	now     func() time.Time
+	// Cache, when set, holds resource values briefly in front of the
+	// backends (GetResource); PutResource and DeleteResource invalidate.
+	Cache *rescache.Cache[resource.Path]
+	now   func() time.Time
 }
 
 func (s *Service) clock() time.Time {
