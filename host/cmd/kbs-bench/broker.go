@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -40,7 +41,10 @@ type Broker struct {
 	PeakRSSMiB float64 `json:"peak_rss_mib"`
 	// PeakHostRSSMiB is the host process's share of the peak.
 	PeakHostRSSMiB float64 `json:"peak_host_rss_mib"`
-	Processes      int     `json:"processes"`
+	// PeakSessions is how many handshake sessions the broker held at the
+	// end of the run with the peak: most of a loaded host's memory.
+	PeakSessions float64 `json:"peak_sessions"`
+	Processes    int     `json:"processes"`
 }
 
 // spawned is a kbs-host that kbs-bench runs.
@@ -559,4 +563,33 @@ func teeTypes(ctx context.Context, dir, file string) ([]string, error) {
 	}
 	defer c.Kill()
 	return c.Metadata().TEETypes, nil
+}
+
+// sessionsHeld reads the broker's kbs_sessions gauge from /metrics.
+func sessionsHeld(ctx context.Context, base string) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("/metrics: %s", resp.Status)
+	}
+	s := bufio.NewScanner(resp.Body)
+	s.Buffer(make([]byte, 64<<10), 1<<20)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "kbs_sessions "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	if err := s.Err(); err != nil {
+		return 0, err
+	}
+	return 0, errors.New("/metrics has no kbs_sessions")
 }

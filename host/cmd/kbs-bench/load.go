@@ -56,6 +56,8 @@ type LoadRun struct {
 	// plugins) during this run, and the host's share of it.
 	PeakRSSMiB     float64 `json:"peak_rss_mib,omitempty"`
 	PeakHostRSSMiB float64 `json:"peak_host_rss_mib,omitempty"`
+	// Sessions is the broker's kbs_sessions at the end of the run.
+	Sessions float64 `json:"sessions,omitempty"`
 }
 
 // target is what the load drives.

@@ -298,8 +298,11 @@ func run(ctx context.Context, o *options) error {
 			}
 			if br != nil {
 				r.PeakRSSMiB, r.PeakHostRSSMiB = br.peakRSS()
+				if n, err := sessionsHeld(ctx, t.url); err == nil {
+					r.Sessions = n
+				}
 				if r.PeakRSSMiB > br.info.PeakRSSMiB {
-					br.info.PeakRSSMiB, br.info.PeakHostRSSMiB = r.PeakRSSMiB, r.PeakHostRSSMiB
+					br.info.PeakRSSMiB, br.info.PeakHostRSSMiB, br.info.PeakSessions = r.PeakRSSMiB, r.PeakHostRSSMiB, r.Sessions
 				}
 			}
 			if r.ErrorKinds["429 TooManyRequests"] > 0 {
@@ -324,13 +327,13 @@ func run(ctx context.Context, o *options) error {
 			}
 			fmt.Printf("; load average %v\n", r.LoadAvg)
 			if r.PeakRSSMiB > 0 {
-				fmt.Printf("          RSS peak %.0f MiB (host %.0f MiB)\n", r.PeakRSSMiB, r.PeakHostRSSMiB)
+				fmt.Printf("          RSS peak %.0f MiB (host %.0f MiB); %.0f sessions held at the end\n", r.PeakRSSMiB, r.PeakHostRSSMiB, r.Sessions)
 			}
 		}
 	}
 	if br != nil {
-		fmt.Printf("broker RSS under load: peak %.0f MiB (host %.0f MiB, plugins %.0f MiB)\n",
-			br.info.PeakRSSMiB, br.info.PeakHostRSSMiB, br.info.PeakRSSMiB-br.info.PeakHostRSSMiB)
+		fmt.Printf("broker RSS under load: peak %.0f MiB (host %.0f MiB, plugins %.0f MiB) with %.0f sessions held\n",
+			br.info.PeakRSSMiB, br.info.PeakHostRSSMiB, br.info.PeakRSSMiB-br.info.PeakHostRSSMiB, br.info.PeakSessions)
 	}
 	rep.Targets = targets(rep)
 	fmt.Println("targets:")
