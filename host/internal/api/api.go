@@ -22,6 +22,7 @@ import (
 	"github.com/gokbs/kbs/host/internal/metrics"
 	"github.com/gokbs/kbs/host/internal/protocol"
 	"github.com/gokbs/kbs/sdk"
+	"github.com/gokbs/kbs/sdk/resource"
 )
 
 // ErrorTypePrefix starts the "type" of every error body, as trustee's does.
@@ -231,21 +232,17 @@ func (s *Server) attest(c echo.Context) error {
 	return c.JSON(http.StatusOK, protocol.AttestationResponse{Token: tok})
 }
 
-func (s *Server) resourcePath(c echo.Context) (string, error) {
+func (s *Server) resourcePath(c echo.Context) (resource.Path, error) {
 	escaped := c.Request().URL.EscapedPath()
 	const prefix = "/kbs/v0/resource/"
 	if !strings.HasPrefix(escaped, prefix) {
-		return "", kbserr.New(kbserr.Malformed, kbserr.InvalidRequestPath, "invalid resource path")
+		return resource.Path{}, kbserr.New(kbserr.Malformed, kbserr.InvalidRequestPath, "invalid resource path")
 	}
-	return strings.TrimPrefix(escaped, prefix), nil
+	return protocol.ParseResourcePath(strings.TrimPrefix(escaped, prefix))
 }
 
 func (s *Server) getResource(c echo.Context) error {
-	raw, err := s.resourcePath(c)
-	if err != nil {
-		return err
-	}
-	p, err := protocol.ParseResourcePath(raw)
+	p, err := s.resourcePath(c)
 	if err != nil {
 		return err
 	}
@@ -270,11 +267,7 @@ func (s *Server) putResource(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	raw, err := s.resourcePath(c)
-	if err != nil {
-		return err
-	}
-	p, err := protocol.ParseResourcePath(raw)
+	p, err := s.resourcePath(c)
 	if err != nil {
 		return err
 	}
@@ -296,11 +289,7 @@ func (s *Server) deleteResource(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	raw, err := s.resourcePath(c)
-	if err != nil {
-		return err
-	}
-	p, err := protocol.ParseResourcePath(raw)
+	p, err := s.resourcePath(c)
 	if err != nil {
 		return err
 	}
