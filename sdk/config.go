@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"time"
 )
 
 // DecodeConfig decodes a plugin's settings strictly: an unknown key is an
@@ -32,3 +34,26 @@ func DecodeConfig(raw []byte, v any) error {
 type Configurer interface {
 	Configure(ctx context.Context, config []byte) error
 }
+
+// Duration is a setting written as a Go duration string ("10s", "5m"),
+// which is how operators write durations in the host's configuration.
+// Decoding refuses anything that is not a duration, and negative ones; what
+// zero means (off, or not allowed) is the setting's to say.
+type Duration time.Duration
+
+// UnmarshalJSON parses a duration string that is not negative.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"10s\"")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v < 0 {
+		return fmt.Errorf("invalid duration %q: want one such as \"10s\"", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON writes the duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }

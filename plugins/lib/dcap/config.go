@@ -3,8 +3,6 @@ package dcap
 import (
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -54,23 +52,8 @@ type Config struct {
 	Now func() time.Time `json:"-"`
 }
 
-// Duration is a time.Duration written as a Go duration string ("10s").
-type Duration time.Duration
-
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string like \"10s\": %v", err)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return err
-	}
-	*d = Duration(v)
-	return nil
-}
-
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+// Duration is a setting written as a Go duration string ("10s").
+type Duration = sdk.Duration
 
 // DefaultConfig is Intel's PCS, no disk cache, 10 s timeouts, revocation
 // checked, early TCB updates.

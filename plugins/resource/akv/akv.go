@@ -90,22 +90,8 @@ type Config struct {
 	Writable bool `json:"writable"`
 }
 
-// Duration is a time.Duration written as a Go duration string ("30s").
-type Duration time.Duration
-
-// UnmarshalJSON parses a duration string.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string such as \"30s\"")
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil || v < 0 {
-		return fmt.Errorf("invalid duration %q", s)
-	}
-	*d = Duration(v)
-	return nil
-}
+// Duration is a setting written as a Go duration string ("10s").
+type Duration = sdk.Duration
 
 const (
 	defaultCacheTTL = 30 * time.Second

@@ -6,9 +6,7 @@ package vault
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -57,22 +55,8 @@ type AppRole struct {
 	SecretIDFile string `json:"secret_id_file"`
 }
 
-// Duration is a time.Duration written as a Go duration string ("10s").
-type Duration time.Duration
-
-// UnmarshalJSON parses a duration string.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string such as \"10s\"")
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil || v <= 0 {
-		return fmt.Errorf("invalid duration %q", s)
-	}
-	*d = Duration(v)
-	return nil
-}
+// Duration is a setting written as a Go duration string ("10s").
+type Duration = sdk.Duration
 
 const defaultTimeout = 10 * time.Second
 
@@ -153,6 +137,9 @@ func newState(cfg Config) (*state, error) {
 		return nil, sdk.InvalidArgument("vault settings: kv_version must be 1 or 2")
 	}
 	if cfg.Timeout != nil {
+		if *cfg.Timeout == 0 {
+			return nil, sdk.InvalidArgument("vault settings: timeout: a zero duration would never answer")
+		}
 		st.timeout = time.Duration(*cfg.Timeout)
 	}
 
