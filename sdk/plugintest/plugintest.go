@@ -32,3 +32,16 @@ func Start(t testing.TB, opts serve.Options, config []byte) *pluginclient.Client
 	}
 	return c
 }
+
+// ConfigureError starts the plugin as Start does and returns what Configure
+// answers, as the host receives it across gRPC: for tests of settings the
+// plugin must refuse.
+func ConfigureError(t testing.TB, opts serve.Options, config []byte) error {
+	t.Helper()
+	c, err := pluginclient.StartInProcess(context.Background(), &opts)
+	if err != nil {
+		t.Fatalf("plugintest: starting %q: %v", opts.Name, err)
+	}
+	defer c.Kill()
+	return c.Configure(context.Background(), config)
+}

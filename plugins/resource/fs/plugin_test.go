@@ -11,7 +11,6 @@ import (
 
 	"github.com/gokbs/kbs/plugins/resource/fs"
 	"github.com/gokbs/kbs/sdk"
-	"github.com/gokbs/kbs/sdk/pluginclient"
 	"github.com/gokbs/kbs/sdk/plugintest"
 	"github.com/gokbs/kbs/sdk/resource"
 	"github.com/gokbs/kbs/sdk/serve"
@@ -66,13 +65,7 @@ func TestCSIOverGRPC(t *testing.T) {
 }
 
 func TestConfigureErrorOverGRPC(t *testing.T) {
-	opts := options()
-	c, err := pluginclient.StartInProcess(context.Background(), &opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Kill()
-	err = c.Configure(context.Background(), []byte(`{"directory":"/tmp"}`))
+	err := plugintest.ConfigureError(t, options(), []byte(`{"directory":"/tmp"}`))
 	if !errors.Is(err, sdk.ErrInvalidArgument) || !strings.Contains(err.Error(), "directory") {
 		t.Fatalf("Configure(unknown key) = %v, want invalid_argument naming the key", err)
 	}

@@ -22,7 +22,6 @@ import (
 
 	"github.com/gokbs/kbs/plugins/resource/kms"
 	"github.com/gokbs/kbs/sdk"
-	"github.com/gokbs/kbs/sdk/pluginclient"
 	"github.com/gokbs/kbs/sdk/plugintest"
 	"github.com/gokbs/kbs/sdk/resource"
 	"github.com/gokbs/kbs/sdk/serve"
@@ -332,13 +331,7 @@ func TestRewrapFailsWithoutTheOldKey(t *testing.T) {
 			t.Fatal(err)
 		}
 		km.retire(t, 0)
-		opts := options()
-		c, err := pluginclient.StartInProcess(context.Background(), &opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Kill()
-		err = c.Configure(context.Background(), km.settings(dir, km.keys[1], map[string]any{"rewrap": true}))
+		err := plugintest.ConfigureError(t, options(), km.settings(dir, km.keys[1], map[string]any{"rewrap": true}))
 		if err == nil || !strings.Contains(err.Error(), secretPath.String()) {
 			t.Fatalf("Configure(rewrap) = %v, want an error naming %s", err, secretPath)
 		}
@@ -488,14 +481,8 @@ func TestSettingsErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			opts := options()
-			cl, err := pluginclient.StartInProcess(context.Background(), &opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cl.Kill()
 			raw, _ := json.Marshal(c.settings)
-			err = cl.Configure(context.Background(), raw)
+			err := plugintest.ConfigureError(t, options(), raw)
 			if !errors.Is(err, sdk.ErrInvalidArgument) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("Configure = %v, want invalid_argument mentioning %q", err, c.want)
 			}

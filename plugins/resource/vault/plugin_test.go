@@ -19,7 +19,6 @@ import (
 	"github.com/gokbs/kbs/plugins/resource/vault"
 	"github.com/gokbs/kbs/plugins/resource/vault/internal/fakevault"
 	"github.com/gokbs/kbs/sdk"
-	"github.com/gokbs/kbs/sdk/pluginclient"
 	"github.com/gokbs/kbs/sdk/plugintest"
 	"github.com/gokbs/kbs/sdk/resource"
 	"github.com/gokbs/kbs/sdk/serve"
@@ -388,13 +387,7 @@ func TestSettingsErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			opts := options()
-			cl, err := pluginclient.StartInProcess(context.Background(), &opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cl.Kill()
-			err = cl.Configure(context.Background(), e.config(c.extra))
+			err := plugintest.ConfigureError(t, options(), e.config(c.extra))
 			if !errors.Is(err, sdk.ErrInvalidArgument) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("Configure = %v, want invalid_argument mentioning %q", err, c.want)
 			}
