@@ -19,6 +19,7 @@ import (
 
 	"github.com/gokbs/kbs/plugins/lib/dcap"
 	"github.com/gokbs/kbs/sdk"
+	"github.com/gokbs/kbs/sdk/plugintest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -74,27 +75,7 @@ func wantClass(t *testing.T, err error, class sdk.Class) {
 // under -update.
 func golden(t *testing.T, name string, v any) {
 	t.Helper()
-	got, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got = append(got, '\n')
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("reading golden file (run with -update to create it): %v", err)
-	}
-	if string(got) != string(want) {
-		t.Errorf("%s differs from the golden file:\n got: %s\nwant: %s", name, got, want)
-	}
+	plugintest.GoldenJSON(t, filepath.Join("testdata", name), v, *update)
 }
 
 // jsonEqual compares two values by their JSON encoding's meaning.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"os"
@@ -50,24 +49,7 @@ func reportData(raw []byte) []byte { return bytes.Clone(raw[0x50:0x90]) }
 
 func checkGolden(t *testing.T, name string, claims map[string]any) {
 	t.Helper()
-	got, err := json.MarshalIndent(claims, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got = append(got, '\n')
-	golden := filepath.Join("testdata", name+".claims.golden.json")
-	if *update {
-		if err := os.WriteFile(golden, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("claims differ from %s:\n%s", golden, got)
-	}
+	plugintest.GoldenJSON(t, filepath.Join("testdata", name+".claims.golden.json"), claims, *update)
 }
 
 func wantErr(t *testing.T, err error, class sdk.Class, msg string) {

@@ -26,6 +26,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/gokbs/kbs/sdk"
+	"github.com/gokbs/kbs/sdk/plugintest"
 	"github.com/gokbs/kbs/sdk/token"
 )
 
@@ -305,24 +306,7 @@ func TestGolden(t *testing.T) {
 	_, rawHeader, payload, _ := splitToken(t, issued.Token)
 	jwks, _ := i.JWKS(ctx)
 	for name, got := range map[string][]byte{"header": rawHeader, "claims": payload, "jwks": jwks} {
-		var out bytes.Buffer
-		if err := json.Indent(&out, got, "", "  "); err != nil {
-			t.Fatal(err)
-		}
-		out.WriteByte('\n')
-		golden := filepath.Join("testdata", name+".golden.json")
-		if *update {
-			if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		want, err := os.ReadFile(golden)
-		if err != nil {
-			t.Fatalf("%v (run go test -update to create it)", err)
-		}
-		if !bytes.Equal(out.Bytes(), want) {
-			t.Errorf("%s differs from %s:\ngot:\n%s\nwant:\n%s", name, golden, out.Bytes(), want)
-		}
+		plugintest.GoldenJSON(t, filepath.Join("testdata", name+".golden.json"), json.RawMessage(got), *update)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -150,23 +149,7 @@ func simulated(t testing.TB, version int, o vtpmtest.Options, td dcaptest.TDXOpt
 func golden(name string) func(t *testing.T, c verifier.Claims) {
 	return func(t *testing.T, c verifier.Claims) {
 		t.Helper()
-		got, err := json.MarshalIndent(c, "", "  ")
-		if err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join("testdata", name+".claims.golden.json")
-		if *update {
-			if err := os.WriteFile(path, append(got, '\n'), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		want, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.TrimSpace(string(want)) != string(got) {
-			t.Errorf("claims differ from %s:\n%s", path, got)
-		}
+		plugintest.GoldenJSON(t, filepath.Join("testdata", name+".claims.golden.json"), c, *update)
 	}
 }
 

@@ -1,7 +1,6 @@
 package cca
 
 import (
-	"bytes"
 	"context"
 	"crypto/elliptic"
 	"crypto/sha512"
@@ -32,24 +31,7 @@ var (
 
 func checkGolden(t *testing.T, name string, claims verifier.Claims) {
 	t.Helper()
-	got, err := json.MarshalIndent(claims, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got = append(got, '\n')
-	golden := filepath.Join("testdata", name+".golden.json")
-	if *update {
-		if err := os.WriteFile(golden, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("claims differ from %s:\ngot:\n%s\nwant:\n%s", golden, got, want)
-	}
+	plugintest.GoldenJSON(t, filepath.Join("testdata", name+".golden.json"), claims, *update)
 }
 
 func configured(t testing.TB, config []byte) *Verifier {

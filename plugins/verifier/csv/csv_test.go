@@ -42,24 +42,7 @@ func configured(t testing.TB, cfg Config) *Verifier {
 
 func checkGolden(t *testing.T, name string, claims verifier.Claims) {
 	t.Helper()
-	got, err := json.MarshalIndent(claims, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got = append(got, '\n')
-	golden := filepath.Join("testdata", name+".golden.json")
-	if *update {
-		if err := os.WriteFile(golden, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("claims differ from %s:\ngot:\n%s\nwant:\n%s", golden, got, want)
-	}
+	plugintest.GoldenJSON(t, filepath.Join("testdata", name+".golden.json"), claims, *update)
 }
 
 // The real evidence carries the PEK but no HSK/CEK: what can be checked

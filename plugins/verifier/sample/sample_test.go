@@ -1,19 +1,18 @@
 package sample
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha512"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/gokbs/kbs/sdk"
+	"github.com/gokbs/kbs/sdk/plugintest"
 	"github.com/gokbs/kbs/sdk/verifier"
 )
 
@@ -65,24 +64,7 @@ func TestVerifyGolden(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
-			got, err := json.MarshalIndent(claims, "", "  ")
-			if err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, '\n')
-			golden := filepath.Join("testdata", strings.ReplaceAll(name, " ", "-")+".golden.json")
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("claims differ from %s:\ngot:\n%s\nwant:\n%s", golden, got, want)
-			}
+			plugintest.GoldenJSON(t, filepath.Join("testdata", strings.ReplaceAll(name, " ", "-")+".golden.json"), claims, *update)
 		})
 	}
 }

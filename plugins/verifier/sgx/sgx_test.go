@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -92,19 +91,7 @@ func TestVerifyGolden(t *testing.T) {
 				t.Fatalf("Verify: %v", err)
 			}
 			claims["root_key_id"] = "generated"
-			got, _ := json.MarshalIndent(claims, "", "  ")
-			got = append(got, '\n')
-			path := filepath.Join("testdata", strings.ReplaceAll(name, " ", "-")+".golden.json")
-			if *update {
-				os.WriteFile(path, got, 0o644)
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("reading golden file (run with -update to create it): %v", err)
-			}
-			if string(got) != string(want) {
-				t.Errorf("claims differ from %s:\n%s", path, got)
-			}
+			plugintest.GoldenJSON(t, filepath.Join("testdata", strings.ReplaceAll(name, " ", "-")+".golden.json"), claims, *update)
 		})
 	}
 }

@@ -140,24 +140,7 @@ func TestVerifyGolden(t *testing.T) {
 
 func golden(t *testing.T, name string, v any) {
 	t.Helper()
-	got, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got = append(got, '\n')
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("reading golden file (run with -update to create it): %v", err)
-	}
-	if string(got) != string(want) {
-		t.Errorf("claims differ from %s:\n%s", path, got)
-	}
+	plugintest.GoldenJSON(t, filepath.Join("testdata", name), v, *update)
 }
 
 func TestVerifyErrors(t *testing.T) {

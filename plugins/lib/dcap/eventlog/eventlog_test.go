@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"flag"
-	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -112,24 +111,7 @@ func TestClaimsGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := json.MarshalIndent(map[string]any{"uefi_event_logs": l.Claims()}, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got = append(got, '\n')
-	path := filepath.Join("testdata", "CCEL_data_gcp.golden.json")
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("claims differ from %s (run with -update after checking)", path)
-	}
+	plugintest.GoldenJSON(t, filepath.Join("testdata", "CCEL_data_gcp.golden.json"), map[string]any{"uefi_event_logs": l.Claims()}, *update)
 }
 
 func normalize(t *testing.T, v any) []any {
